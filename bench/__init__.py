@@ -1,0 +1,1 @@
+"""Benchmarks: each module's `main()` prints its figures beside a same-run baseline."""

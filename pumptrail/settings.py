@@ -1,0 +1,228 @@
+"""Settings, declared once: name, type, default, help.
+
+Each declaration drives four things: the TOML config file, the environment variable
+`PUMPTRAIL_<NAME>`, the CLI flag `--<name>` (underscores as dashes) and the settings
+section of docs/operations.md (`pumptrail settings --markdown`). Precedence, lowest
+first: built-in default, config file, environment, command line.
+
+Defaults that are paths derive from `data_dir` (the user's data directory), so a
+clinic that sets only `data_dir` gets every folder and the SQLite database beneath it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+ENV_PREFIX = "PUMPTRAIL_"
+CONFIG_ENV = "PUMPTRAIL_CONFIG"
+
+
+class SettingsError(Exception):
+    """A configuration value that cannot be used; names the source and the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: type
+    default: Any
+    help: str
+    # Path defaults are written relative to data_dir: "{data_dir}/inbox".
+    derived: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "data_dir",
+        Path,
+        platformdirs.user_data_dir("pumptrail", appauthor=False),
+        "folder for the database, raw store, inbox, archive and quarantine",
+    ),
+    Setting(
+        "db",
+        str,
+        "sqlite:///{data_dir}/pumptrail.db",
+        "database URL: sqlite:///PATH (default) or postgresql+psycopg://USER@HOST/DB",
+        derived=True,
+    ),
+    Setting("inbox", Path, "{data_dir}/inbox", "watch folder where exports are dropped", derived=True),
+    Setting("archive", Path, "{data_dir}/archive", "imported files, moved to archive/YYYY/MM/", derived=True),
+    Setting(
+        "quarantine",
+        Path,
+        "{data_dir}/quarantine",
+        "refused files, each beside <name>.error.json with its reason",
+        derived=True,
+    ),
+    Setting(
+        "raw_store",
+        Path,
+        "{data_dir}/raw",
+        "content-addressed copy of every imported file (SHA-256, read-only)",
+        derived=True,
+    ),
+    Setting("poll_seconds", float, 2.0, "seconds between inbox polls"),
+    Setting(
+        "settle_seconds",
+        float,
+        2.0,
+        "a file is ready when at least this old and unchanged between two polls",
+    ),
+    Setting("serial_port", str, "", "serial device of the programmer dock (empty: no receiver)"),
+    Setting("serial_baud", int, 115200, "serial line speed (8N1, no flow control)"),
+    Setting("due_within_days", int, 14, "refill-due report: pumps due within this many days"),
+    Setting("host", str, "127.0.0.1", "address the web view listens on"),
+    Setting("port", int, 8300, "port the web view listens on"),
+    Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; `sources` says where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data_dir"])
+
+    @property
+    def db(self) -> str:
+        return str(self.values["db"])
+
+    @property
+    def inbox(self) -> Path:
+        return Path(self.values["inbox"])
+
+    @property
+    def archive(self) -> Path:
+        return Path(self.values["archive"])
+
+    @property
+    def quarantine(self) -> Path:
+        return Path(self.values["quarantine"])
+
+    @property
+    def raw_store(self) -> Path:
+        return Path(self.values["raw_store"])
+
+
+def _convert(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        if setting.kind is Path:
+            return Path(str(raw)).expanduser()
+        if setting.kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        converted = setting.kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"{source}: setting {setting.name}: expected {setting.kind.__name__}, found {raw!r}"
+        ) from exc
+    if setting.kind in (int, float) and converted < 0:
+        raise SettingsError(f"{source}: setting {setting.name}: must not be negative, found {raw!r}")
+    return converted
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add `--<name>` flags for settings (all when `names` is None) to a CLI parser."""
+    for setting in SETTINGS:
+        if names is not None and setting.name not in names:
+            continue
+        parser.add_argument(
+            "--" + setting.name.replace("_", "-"),
+            dest=f"setting_{setting.name}",
+            default=None,
+            metavar=setting.name.upper(),
+            help=f"{setting.help} (env {ENV_PREFIX}{setting.name.upper()})",
+        )
+
+
+def load(
+    *,
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Resolve every setting: default < config file < environment < CLI."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as handle:
+                file_values = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config file {config_file}: {exc}") from exc
+        unknown = sorted(set(file_values) - set(SETTINGS_BY_NAME))
+        if unknown:
+            raise SettingsError(f"config file {config_file}: unknown setting(s) {', '.join(unknown)}")
+    cli = cli or {}
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        env_name = ENV_PREFIX + setting.name.upper()
+        if cli.get(setting.name) is not None:
+            raw[setting.name], sources[setting.name] = cli[setting.name], "command line"
+        elif environ.get(env_name):
+            raw[setting.name], sources[setting.name] = environ[env_name], f"environment {env_name}"
+        elif setting.name in file_values:
+            raw[setting.name], sources[setting.name] = file_values[setting.name], f"config {config_file}"
+        else:
+            raw[setting.name], sources[setting.name] = setting.default, "default"
+    values: dict[str, Any] = {}
+    data_dir = _convert(SETTINGS_BY_NAME["data_dir"], raw["data_dir"], sources["data_dir"])
+    for setting in SETTINGS:
+        value = raw[setting.name]
+        if setting.derived and sources[setting.name] == "default":
+            value = str(value).format(data_dir=data_dir)
+        values[setting.name] = _convert(setting, value, sources[setting.name])
+    return Settings(values, sources)
+
+
+def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for a parsed command line (flags added by `add_arguments`)."""
+    cli = {
+        s.name: getattr(args, f"setting_{s.name}")
+        for s in SETTINGS
+        if getattr(args, f"setting_{s.name}", None) is not None
+    }
+    config = getattr(args, "config", None)
+    return load(cli=cli, environ=environ, config_file=Path(config) if config else None)
+
+
+def markdown_table(render_default: Callable[[Setting], str] | None = None) -> str:
+    """The settings section of the docs, generated from the declarations."""
+    lines = [
+        "| setting | environment | flag | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = render_default(s) if render_default else str(s.default)
+        if s.name == "data_dir":
+            default = "user data dir (`~/.local/share/pumptrail`)"
+        lines.append(
+            f"| `{s.name}` | `{ENV_PREFIX}{s.name.upper()}` | `--{s.name.replace('_', '-')}` "
+            f"| `{default}` | {s.help} |"
+        )
+    return "\n".join(lines) + "\n"
