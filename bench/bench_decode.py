@@ -27,7 +27,9 @@ FRAME = struct.Struct("<BBHHI")
 def bare_walk(data: bytes) -> int:
     """Header CRC, then each frame's length and CRC: the least a decoder must do."""
     header_size = int.from_bytes(data[10:12], "little")
-    if crc_hqx(data[: header_size - 2], 0xFFFF) != int.from_bytes(data[header_size - 2 : header_size], "little"):
+    if crc_hqx(data[: header_size - 2], 0xFFFF) != int.from_bytes(
+        data[header_size - 2 : header_size], "little"
+    ):
         raise ValueError("header crc")
     body_end = header_size + int.from_bytes(data[86:90], "little")
     offset = header_size
@@ -54,7 +56,9 @@ def _time(func: Callable[[bytes], object], corpus: list[bytes], repeat: int = 3)
 
 def _report(label: str, seconds: float, corpus: list[bytes], baseline: float | None) -> None:
     size_mb = sum(len(d) for d in corpus) / 1e6
-    line = f"   {label:<34} {len(corpus) / seconds:>10,.0f} sessions/s {size_mb / seconds:>8.1f} MB/s"
+    line = (
+        f"   {label:<34} {len(corpus) / seconds:>10,.0f} sessions/s {size_mb / seconds:>8.1f} MB/s"
+    )
     if baseline is not None:
         line += f"   {seconds / baseline:>5.1f}x the bare walk's time"
     print(line, flush=True)

@@ -53,8 +53,16 @@ SETTINGS: tuple[Setting, ...] = (
         "database URL: sqlite:///PATH (default) or postgresql+psycopg://USER@HOST/DB",
         derived=True,
     ),
-    Setting("inbox", Path, "{data_dir}/inbox", "watch folder where exports are dropped", derived=True),
-    Setting("archive", Path, "{data_dir}/archive", "imported files, moved to archive/YYYY/MM/", derived=True),
+    Setting(
+        "inbox", Path, "{data_dir}/inbox", "watch folder where exports are dropped", derived=True
+    ),
+    Setting(
+        "archive",
+        Path,
+        "{data_dir}/archive",
+        "imported files, moved to archive/YYYY/MM/",
+        derived=True,
+    ),
     Setting(
         "quarantine",
         Path,
@@ -139,7 +147,9 @@ def _convert(setting: Setting, raw: Any, source: str) -> Any:
             f"{source}: setting {setting.name}: expected {setting.kind.__name__}, found {raw!r}"
         ) from exc
     if setting.kind in (int, float) and converted < 0:
-        raise SettingsError(f"{source}: setting {setting.name}: must not be negative, found {raw!r}")
+        raise SettingsError(
+            f"{source}: setting {setting.name}: must not be negative, found {raw!r}"
+        )
     return converted
 
 
@@ -176,7 +186,9 @@ def load(
             raise SettingsError(f"config file {config_file}: {exc}") from exc
         unknown = sorted(set(file_values) - set(SETTINGS_BY_NAME))
         if unknown:
-            raise SettingsError(f"config file {config_file}: unknown setting(s) {', '.join(unknown)}")
+            raise SettingsError(
+                f"config file {config_file}: unknown setting(s) {', '.join(unknown)}"
+            )
     cli = cli or {}
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -187,7 +199,10 @@ def load(
         elif environ.get(env_name):
             raw[setting.name], sources[setting.name] = environ[env_name], f"environment {env_name}"
         elif setting.name in file_values:
-            raw[setting.name], sources[setting.name] = file_values[setting.name], f"config {config_file}"
+            raw[setting.name], sources[setting.name] = (
+                file_values[setting.name],
+                f"config {config_file}",
+            )
         else:
             raw[setting.name], sources[setting.name] = setting.default, "default"
     values: dict[str, Any] = {}

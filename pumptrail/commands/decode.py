@@ -19,7 +19,9 @@ from parsers.session_json import session_document
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("decode", help="print the normalized session JSON of export files")
+    parser = subparsers.add_parser(
+        "decode", help="print the normalized session JSON of export files"
+    )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument(
         "--strict", action="store_true", help="treat every decoder warning as an error"

@@ -38,7 +38,9 @@ PROPERTY_SETTINGS = settings(
 
 @PROPERTY_SETTINGS
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1), dialect=dialects)
-def test_binary_and_csv_exports_decode_to_the_same_session(seed: int, dialect: dict[str, object]) -> None:
+def test_binary_and_csv_exports_decode_to_the_same_session(
+    seed: int, dialect: dict[str, object]
+) -> None:
     scenario = realistic_scenario(random.Random(seed))
     from_binary = decode_bytes(encode_binary(scenario), source="gen.psl")
     from_csv = decode_bytes(encode_csv(scenario, **dialect), source="gen.csv")  # type: ignore[arg-type]

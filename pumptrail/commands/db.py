@@ -1,0 +1,117 @@
+"""`pumptrail db upgrade` and `pumptrail db current`: the database schema revision.
+
+Every command sets up an empty database by itself; a database at an older revision
+is upgraded only by `pumptrail db upgrade` (after a backup). `open_from_settings`
+is how the other commands open the database, with one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from db.engine import DatabaseUrlError, make_engine, safe_url_text
+from db.migrate import SchemaError, current_revision, head_revision, open_database, upgrade
+from pumptrail import settings
+
+DB_SETTINGS = ("db", "data_dir")
+
+
+class CommandError(Exception):
+    """A problem a command reports in one line on standard error (exit status 2)."""
+
+
+def _db_error(url: str, exc: SQLAlchemyError) -> CommandError:
+    original = getattr(exc, "orig", None) or exc
+    first_line = str(original).strip().splitlines()[0] if str(original).strip() else repr(original)
+    try:
+        where = safe_url_text(url)
+    except DatabaseUrlError:
+        where = "(bad URL)"
+    return CommandError(f"database {where}: {first_line}")
+
+
+def open_from_settings(resolved: settings.Settings) -> Engine:
+    """The database named by the settings, at the newest revision (empty: set up now)."""
+    try:
+        return open_database(resolved.db)
+    except (SchemaError, DatabaseUrlError) as exc:
+        raise CommandError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise _db_error(resolved.db, exc) from exc
+
+
+def resolve(args: argparse.Namespace) -> settings.Settings:
+    try:
+        return settings.from_args(args)
+    except settings.SettingsError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    parser.add_argument("--config", help="TOML config file (env PUMPTRAIL_CONFIG)")
+    settings.add_arguments(parser, names)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("db", help="database schema: upgrade, current revision")
+    actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)
+    up = actions.add_parser("upgrade", help="upgrade the database to the newest revision")
+    add_database_arguments(up, DB_SETTINGS)
+    up.set_defaults(handler=run_upgrade)
+    current = actions.add_parser("current", help="print the database's revision and the newest")
+    add_database_arguments(current, DB_SETTINGS)
+    current.set_defaults(handler=run_current)
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    try:
+        resolved = resolve(args)
+        try:
+            engine = make_engine(resolved.db)
+        except DatabaseUrlError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            before = current_revision(engine)
+            after = upgrade(engine)
+        except SchemaError as exc:
+            raise CommandError(str(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise _db_error(resolved.db, exc) from exc
+        finally:
+            engine.dispose()
+    except CommandError as exc:
+        print(f"pumptrail db upgrade: {exc}", file=sys.stderr)
+        return 2
+    where = safe_url_text(resolved.db)
+    if before == after:
+        print(f"database {where} is at revision {after}, the newest: nothing to do")
+    else:
+        print(f"database {where} upgraded from {before or 'empty'} to revision {after}")
+    return 0
+
+
+def run_current(args: argparse.Namespace) -> int:
+    try:
+        resolved = resolve(args)
+        try:
+            engine = make_engine(resolved.db)
+        except DatabaseUrlError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            current = current_revision(engine)
+        except SQLAlchemyError as exc:
+            raise _db_error(resolved.db, exc) from exc
+        finally:
+            engine.dispose()
+    except CommandError as exc:
+        print(f"pumptrail db current: {exc}", file=sys.stderr)
+        return 2
+    head = head_revision()
+    state = "the newest" if current == head else f"newest is {head}"
+    print(f"database {safe_url_text(resolved.db)}: revision {current or 'none (empty)'} ({state})")
+    return 0

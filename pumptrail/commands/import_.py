@@ -1,0 +1,60 @@
+"""`pumptrail import PATH...`: store export files and folders, derive their evidence.
+
+Folders are walked recursively, every regular file in sorted order whatever its
+extension (coding-rules.md §7.16). Each file is one transaction: a broken file is
+reported with its error and the others are still imported. One line per file
+(`imported`, `duplicate`, `refused` with the reason), then the summary
+`N files: a imported, b duplicate, c refused`. Exit status 1 when any file was
+refused, 2 when the database or settings cannot be used, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from evidence import RulesError, load_rules
+from ingest.pipeline import Importer, ImportSummary, summary_counts
+from ingest.rawstore import RawStore
+from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+
+SETTINGS = ("db", "data_dir", "raw_store")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "import", help="import export files and folders into the database"
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or folder")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only refused files and the summary"
+    )
+    add_database_arguments(parser, SETTINGS)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        resolved = resolve(args)
+        rules_dir = getattr(resolved, "rules_dir", None)
+        try:
+            rules = load_rules(Path(rules_dir) if rules_dir else None)
+        except RulesError as exc:
+            raise CommandError(str(exc)) from exc
+        engine = open_from_settings(resolved)
+    except CommandError as exc:
+        print(f"pumptrail import: {exc}", file=sys.stderr)
+        return 2
+    try:
+        importer = Importer(engine, RawStore(resolved.raw_store), rules)
+        summary = ImportSummary()
+        for result in importer.import_paths(args.paths):
+            summary.results.append(result)
+            if not args.quiet or result.outcome in ("refused", "failed"):
+                print(f"{result.outcome:<9} {result.detail}", flush=True)
+    finally:
+        engine.dispose()
+    print(summary_counts(summary))
+    return 0 if summary.ok else 1
