@@ -34,8 +34,8 @@ from parsers.params import (
     ALARM_CODES,
     PHASE_INTERROGATED,
     FlexStep,
-    alarm_word,
     ParamValue,
+    alarm_word,
 )
 from parsers.records import (
     RECORD_TYPE_NAMES,
@@ -65,10 +65,15 @@ class WarningLog:
         self.strict = strict
         self.messages: list[str] = []
 
-    def warn(self, message: str, *, code: str = "warning", position: Position | None = None) -> None:
+    def warn(
+        self, message: str, *, code: str = "warning", position: Position | None = None
+    ) -> None:
         if self.strict:
             raise StrictModeWarning(
-                f"strict:{code}", f"warning treated as error: {message}", source=self.source, position=position
+                f"strict:{code}",
+                f"warning treated as error: {message}",
+                source=self.source,
+                position=position,
             )
         self.messages.append(message)
 
@@ -86,7 +91,9 @@ def show_value(value: ParamValue) -> str:
     return str(value)
 
 
-def _error(code: str, message: str, rec: Record | None, source: str, fallback: Position) -> DecodeError:
+def _error(
+    code: str, message: str, rec: Record | None, source: str, fallback: Position
+) -> DecodeError:
     if rec is None:
         return DecodeError(code, message, source=source, position=fallback)
     return DecodeError(
@@ -94,7 +101,7 @@ def _error(code: str, message: str, rec: Record | None, source: str, fallback: P
         message,
         source=source,
         position=rec.position,
-        record_index=rec.index,
+        record_index=rec.record_index,
         record_type=RECORD_TYPE_NAMES[type(rec)],
     )
 
@@ -129,27 +136,60 @@ def assemble(
     status_rec: PumpStatusRec | None = None
     changes: list[ParamChangeRec] = []
     refills: list[RefillRec] = []
+    events: list[Event] = []
+    # Alarms seen before the first PUMP_STATUS: their clock correction waits for it (§5).
+    uncorrected: list[int] = []
+    clock_shift: timedelta | None = None
     last_time: datetime | None = None
     last_time_rec: Record | None = None
+    known_alarms = ALARM_CODES
+    # tuple.__new__ skips the NamedTuple's Python-level __new__ (alarms are most records).
+    new_tuple = tuple.__new__
 
     for rec in records:
         kind = type(rec)
-        if rec.time_local is not None:
-            if last_time is not None and rec.time_local < last_time and last_time_rec is not None:
+        time_local = rec.time_local
+        if time_local is not None:
+            if last_time is not None and time_local < last_time:
                 log.warn(
-                    f"{RECORD_TYPE_NAMES[kind]} at {describe_time(rec.time_local)} is earlier than the "
+                    f"{RECORD_TYPE_NAMES[kind]} at {describe_time(time_local)} is earlier than the "
                     f"{RECORD_TYPE_NAMES[type(last_time_rec)]} before it at {describe_time(last_time)}",
                     code="time_decreases",
                     position=rec.position,
                 )
-            last_time = rec.time_local
+            last_time = time_local
             last_time_rec = rec
-        if kind is SessionInfoRec and rec is not info:
-            raise _error("second_session_info", "a second SESSION_INFO record", rec, source, end_position)
-        if kind is PatientRec:
-            if patient_rec is not None:
-                raise _error("second_patient", "a second PATIENT record", rec, source, end_position)
-            patient_rec = rec  # type: ignore[assignment]
+        # ALARM first: the pump's log makes most of a session's records.
+        if kind is AlarmRec:
+            alarm: AlarmRec = rec  # type: ignore[assignment]
+            word = known_alarms.get(alarm.code)
+            if word is None:
+                word = alarm_word(alarm.code)
+                log.warn(
+                    f"ALARM at {describe_time(time_local)} has unknown alarm code 0x{alarm.code:04x}",
+                    code="unknown_alarm_code",
+                    position=rec.position,
+                )
+            pump_time = alarm.occurred_pump_clock
+            if clock_shift is None and pump_time is not None and status_rec is None:
+                uncorrected.append(len(events))
+            events.append(
+                new_tuple(
+                    AlarmEvent,
+                    (
+                        time_local,
+                        rec.position,
+                        word,
+                        alarm.severity,
+                        alarm.state,
+                        pump_time,
+                        None
+                        if pump_time is None or clock_shift is None
+                        else pump_time - clock_shift,
+                        "alarm",
+                    ),
+                )
+            )
         elif kind is SnapshotRec:
             snap: SnapshotRec = rec  # type: ignore[assignment]
             if snap.phase == PHASE_INTERROGATED:
@@ -182,6 +222,7 @@ def assemble(
                     end_position,
                 )
             if kind is ParamChangeRec:
+                change: ParamChangeRec = rec  # type: ignore[assignment]
                 if phase1 is not None:
                     raise _error(
                         "change_after_programmed_snapshot",
@@ -190,27 +231,57 @@ def assemble(
                         source,
                         end_position,
                     )
-                changes.append(rec)  # type: ignore[arg-type]
+                changes.append(change)
+                old = change.entry_old
+                if old.name is not None:
+                    events.append(
+                        ChangeEvent(
+                            time_local, rec.position, old.name, old.value, change.new, change.reason
+                        )
+                    )
             elif kind is RefillRec:
-                refills.append(rec)  # type: ignore[arg-type]
+                refill: RefillRec = rec  # type: ignore[assignment]
+                refills.append(refill)
+                events.append(
+                    RefillEvent(
+                        time_local,
+                        rec.position,
+                        refill.expected_residual_ul,
+                        refill.aspirated_ul,
+                        refill.added_ul,
+                        refill.new_volume_ul,
+                    )
+                )
+            else:
+                bolus: BolusRec = rec  # type: ignore[assignment]
+                events.append(
+                    BolusEvent(
+                        time_local, rec.position, bolus.kind, bolus.volume_ul, bolus.duration_min
+                    )
+                )
+        elif kind is NoteRec:
+            events.append(NoteEvent(time_local, rec.position, rec.text))  # type: ignore[union-attr]
         elif kind is PumpStatusRec:
             if status_rec is None:
                 status_rec = rec  # type: ignore[assignment]
+                clock_offset = _clock_offset(status_rec)  # type: ignore[arg-type]
+                if clock_offset is not None:
+                    clock_shift = timedelta(seconds=clock_offset)
             else:
                 log.warn(
-                    f"another PUMP_STATUS at {describe_time(rec.time_local)} ignored; the first one "
+                    f"another PUMP_STATUS at {describe_time(time_local)} ignored; the first one "
                     "supplies the pump status and clock offset",
                     code="extra_pump_status",
                     position=rec.position,
                 )
-        elif kind is AlarmRec:
-            alarm: AlarmRec = rec  # type: ignore[assignment]
-            if alarm.code not in ALARM_CODES:
-                log.warn(
-                    f"ALARM at {describe_time(rec.time_local)} has unknown alarm code 0x{alarm.code:04x}",
-                    code="unknown_alarm_code",
-                    position=rec.position,
-                )
+        elif kind is PatientRec:
+            if patient_rec is not None:
+                raise _error("second_patient", "a second PATIENT record", rec, source, end_position)
+            patient_rec = rec  # type: ignore[assignment]
+        elif kind is SessionInfoRec and rec is not info:
+            raise _error(
+                "second_session_info", "a second SESSION_INFO record", rec, source, end_position
+            )
 
     if phase0 is None:
         raise DecodeError(
@@ -219,6 +290,11 @@ def assemble(
             source=source,
             position=end_position,
         )
+    if uncorrected and clock_shift is not None:
+        for at in uncorrected:
+            early: AlarmEvent = events[at]  # type: ignore[assignment]
+            if early.occurred_pump_clock is not None:
+                events[at] = early._replace(occurred_local=early.occurred_pump_clock - clock_shift)
 
     interrogated = _snapshot_values(phase0)
     programmed = None if phase1 is None else _snapshot_values(phase1)
@@ -229,8 +305,14 @@ def assemble(
         end_state.update(programmed)
         _check_consistency("programmed", end_state, log)
 
-    status, clock_offset = _pump_status(status_rec)
-    events = _events(records, clock_offset)
+    status = None
+    if status_rec is not None:
+        status = PumpStatus(
+            status_rec.pump_clock,
+            _clock_offset(status_rec),
+            status_rec.firmware,
+            status_rec.battery,
+        )
     patient = (
         None
         if patient_rec is None
@@ -243,7 +325,9 @@ def assemble(
         session_id=header.session_id,
         session_start_local=header.session_start_local,
         utc_offset_min=header.utc_offset_min,
-        programmer=Programmer(header.programmer_model, header.programmer_serial, header.programmer_software),
+        programmer=Programmer(
+            header.programmer_model, header.programmer_serial, header.programmer_software
+        ),
         pump=Pump(header.pump_model, header.pump_serial),
         operator=Operator(info.operator_id, info.operator_role),
         clinic_id=info.clinic_id,
@@ -253,7 +337,7 @@ def assemble(
         programmed_at_local=None if phase1 is None else phase1.time_local,
         programmed=None if programmed is None else MappingProxyType(programmed),
         pump_status=status,
-        events=events,
+        events=tuple(events),
         warnings=tuple(log.messages),
     )
 
@@ -332,13 +416,21 @@ def _check_consistency(label: str, state: Mapping[str, ParamValue], log: Warning
                     )
         if state.get("infusion_mode") == "flex":
             steps = sorted(
-                (value for name, value in state.items() if isinstance(value, FlexStep) and name.startswith("flex_step_")),
+                (
+                    value
+                    for name, value in state.items()
+                    if isinstance(value, FlexStep) and name.startswith("flex_step_")
+                ),
                 key=lambda step: step.start_minute,
             )
             if steps:
                 total_x1440 = 0
                 for i, step in enumerate(steps):
-                    end = steps[i + 1].start_minute if i + 1 < len(steps) else steps[0].start_minute + MINUTES_PER_DAY
+                    end = (
+                        steps[i + 1].start_minute
+                        if i + 1 < len(steps)
+                        else steps[0].start_minute + MINUTES_PER_DAY
+                    )
                     total_x1440 += step.rate_ul_per_day * (end - step.start_minute)
                 expected_total = (total_x1440 + MINUTES_PER_DAY // 2) // MINUTES_PER_DAY
                 if expected_total != rate:
@@ -349,59 +441,8 @@ def _check_consistency(label: str, state: Mapping[str, ParamValue], log: Warning
                     )
 
 
-def _pump_status(rec: PumpStatusRec | None) -> tuple[PumpStatus | None, int | None]:
-    if rec is None:
-        return None, None
-    offset: int | None = None
-    if rec.pump_clock is not None and rec.time_local is not None:
-        offset = int((rec.pump_clock - rec.time_local).total_seconds())
-    return PumpStatus(rec.pump_clock, offset, rec.firmware, rec.battery), offset
-
-
-def _events(records: Sequence[Record], clock_offset: int | None) -> tuple[Event, ...]:
-    """The records that become `events`, in file order (session-json.md)."""
-    events: list[Event] = []
-    for rec in records:
-        if isinstance(rec, AlarmRec):
-            occurred = None
-            if rec.occurred_pump_clock is not None and clock_offset is not None:
-                occurred = rec.occurred_pump_clock - timedelta(seconds=clock_offset)
-            events.append(
-                AlarmEvent(
-                    rec.time_local,
-                    rec.position,
-                    alarm_word(rec.code),
-                    rec.severity,
-                    rec.state,
-                    rec.occurred_pump_clock,
-                    occurred,
-                )
-            )
-        elif isinstance(rec, RefillRec):
-            events.append(
-                RefillEvent(
-                    rec.time_local,
-                    rec.position,
-                    rec.expected_residual_ul,
-                    rec.aspirated_ul,
-                    rec.added_ul,
-                    rec.new_volume_ul,
-                )
-            )
-        elif isinstance(rec, BolusRec):
-            events.append(BolusEvent(rec.time_local, rec.position, rec.kind, rec.volume_ul, rec.duration_min))
-        elif isinstance(rec, ParamChangeRec):
-            if rec.entry_old.name is not None:
-                events.append(
-                    ChangeEvent(
-                        rec.time_local,
-                        rec.position,
-                        rec.entry_old.name,
-                        rec.entry_old.value,
-                        rec.new,
-                        rec.reason,
-                    )
-                )
-        elif isinstance(rec, NoteRec):
-            events.append(NoteEvent(rec.time_local, rec.position, rec.text))
-    return tuple(events)
+def _clock_offset(rec: PumpStatusRec) -> int | None:
+    """Pump clock minus the record's programmer time, in seconds (§5); None when unknown."""
+    if rec.pump_clock is None or rec.time_local is None:
+        return None
+    return int((rec.pump_clock - rec.time_local).total_seconds())

@@ -7,6 +7,10 @@ local wall-clock time beside the UTC offset, and UTC is derived (psl-binary-v1.m
 Every event keeps where it came from (byte offset or line) so a coder can trace a
 value to its bytes; that position is not part of the JSON document, since the
 binary and CSV exports of one session must print the same document.
+
+The session and its parts are frozen dataclasses; positions and events, of which a
+session has dozens, are typed `NamedTuple`s (immutable too, and three times cheaper
+to create, which the decoder's throughput depends on).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from parsers.params import ParamValue
 
@@ -24,8 +28,7 @@ SourceFormat = Literal["psl-binary", "psl-csv"]
 EMPTY_SETTINGS: Mapping[str, ParamValue] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where an item sits in its file: a byte offset (binary) or a physical line (CSV)."""
 
     kind: Literal["offset", "line"]
@@ -78,8 +81,7 @@ def to_utc(local: datetime | None, utc_offset_min: int) -> datetime | None:
     return local - timedelta(minutes=utc_offset_min)
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmEvent:
+class AlarmEvent(NamedTuple):
     time_local: datetime | None
     position: Position
     alarm: str
@@ -91,8 +93,7 @@ class AlarmEvent:
     type: Literal["alarm"] = "alarm"
 
 
-@dataclass(frozen=True, slots=True)
-class RefillEvent:
+class RefillEvent(NamedTuple):
     time_local: datetime | None
     position: Position
     expected_residual_ul: int
@@ -102,8 +103,7 @@ class RefillEvent:
     type: Literal["refill"] = "refill"
 
 
-@dataclass(frozen=True, slots=True)
-class BolusEvent:
+class BolusEvent(NamedTuple):
     time_local: datetime | None
     position: Position
     kind: str
@@ -112,8 +112,7 @@ class BolusEvent:
     type: Literal["bolus"] = "bolus"
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(NamedTuple):
     time_local: datetime | None
     position: Position
     parameter: str
@@ -123,8 +122,7 @@ class ChangeEvent:
     type: Literal["change"] = "change"
 
 
-@dataclass(frozen=True, slots=True)
-class NoteEvent:
+class NoteEvent(NamedTuple):
     time_local: datetime | None
     position: Position
     text: str

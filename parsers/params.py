@@ -9,6 +9,7 @@ room by category; nothing else in the project spells these facts again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import IntEnum
 from types import MappingProxyType
 from typing import Final
@@ -49,8 +50,8 @@ class ParamDef:
     csv_units: tuple[tuple[str, int], ...] = (("", 1),)
 
 
-# Value of a parameter in canonical units; None is a DATE that is "not set".
-ParamValue = int | str | bool | FlexStep | None
+# Value of a parameter in canonical units: a DATE is a `date`, None one that is "not set".
+ParamValue = int | str | bool | date | FlexStep | None
 
 CATEGORIES: Final = ("prescription", "ptm", "alarms", "reservoir", "schedule", "device")
 
@@ -73,7 +74,13 @@ _ROWS: tuple[ParamDef, ...] = (
         (("mg/mL", 1000), ("mcg/mL", 1)),
     ),
     ParamDef(
-        0x0103, "drug1_daily_dose", ValueType.U32, "ug/day", "prescription", "Drug 1 Daily Dose", _MG_DAY
+        0x0103,
+        "drug1_daily_dose",
+        ValueType.U32,
+        "ug/day",
+        "prescription",
+        "Drug 1 Daily Dose",
+        _MG_DAY,
     ),
     ParamDef(0x0111, "drug2_name", ValueType.TEXT, "", "prescription", "Drug 2"),
     ParamDef(
@@ -86,10 +93,18 @@ _ROWS: tuple[ParamDef, ...] = (
         (("mg/mL", 1000), ("mcg/mL", 1)),
     ),
     ParamDef(
-        0x0113, "drug2_daily_dose", ValueType.U32, "ug/day", "prescription", "Drug 2 Daily Dose", _MG_DAY
+        0x0113,
+        "drug2_daily_dose",
+        ValueType.U32,
+        "ug/day",
+        "prescription",
+        "Drug 2 Daily Dose",
+        _MG_DAY,
     ),
     ParamDef(0x0120, "infusion_mode", ValueType.ENUM, "", "prescription", "Infusion Mode"),
-    ParamDef(0x0121, "infusion_rate", ValueType.U32, "uL/day", "prescription", "Infusion Rate", _ML_DAY),
+    ParamDef(
+        0x0121, "infusion_rate", ValueType.U32, "uL/day", "prescription", "Infusion Rate", _ML_DAY
+    ),
     *(
         ParamDef(
             0x0130 + k,
@@ -120,9 +135,16 @@ _ROWS: tuple[ParamDef, ...] = (
         0x0302, "low_reservoir_alarm_enabled", ValueType.BOOL, "", "alarms", "Low Reservoir Alarm"
     ),
     ParamDef(0x0401, "reservoir_volume", ValueType.U32, "uL", "reservoir", "Reservoir Volume", _ML),
-    ParamDef(0x0402, "reservoir_capacity", ValueType.U32, "uL", "device", "Reservoir Capacity", _ML),
     ParamDef(
-        0x0501, "low_reservoir_alarm_date", ValueType.DATE, "", "schedule", "Low Reservoir Alarm Date"
+        0x0402, "reservoir_capacity", ValueType.U32, "uL", "device", "Reservoir Capacity", _ML
+    ),
+    ParamDef(
+        0x0501,
+        "low_reservoir_alarm_date",
+        ValueType.DATE,
+        "",
+        "schedule",
+        "Low Reservoir Alarm Date",
     ),
     ParamDef(0x0502, "refill_date", ValueType.DATE, "", "schedule", "Refill Date"),
     ParamDef(0x0503, "eri_date", ValueType.DATE, "", "device", "ERI Date"),

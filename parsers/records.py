@@ -8,19 +8,23 @@ the same vocabulary, so a scenario is a header plus a record list.
 
 Enumerations are held as the words of session-json.md, already validated by the
 decoder that read them (an out-of-table value is an error at its own field).
+
+Records are typed `NamedTuple`s, immutable like the frozen dataclasses of the
+session model but about three times cheaper to create: a realistic session has
+60-80 of them and the decoder's throughput is bounded by that (bench/bench_decode.py).
+Use `record._replace(field=value)` to derive a changed copy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 from parsers.model import Position
 from parsers.params import ParamValue, ValueType
 
 
-@dataclass(frozen=True, slots=True)
-class RawHeader:
+class RawHeader(NamedTuple):
     """The file-level facts: binary header (§2.1) or CSV metadata block (CSV §2)."""
 
     format_version: str
@@ -34,8 +38,7 @@ class RawHeader:
     utc_offset_min: int
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One parameter entry. `name` is None for a parameter id this decoder does not know."""
 
     name: str | None
@@ -44,9 +47,8 @@ class Entry:
     value: ParamValue
 
 
-@dataclass(frozen=True, slots=True)
-class SessionInfoRec:
-    index: int
+class SessionInfoRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     operator_id: str
@@ -54,9 +56,8 @@ class SessionInfoRec:
     clinic_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class PatientRec:
-    index: int
+class PatientRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     patient_id: str
@@ -64,18 +65,16 @@ class PatientRec:
     birth_date: date | None
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotRec:
-    index: int
+class SnapshotRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     phase: int
     entries: tuple[Entry, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ParamChangeRec:
-    index: int
+class ParamChangeRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     entry_old: Entry
@@ -83,9 +82,8 @@ class ParamChangeRec:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class RefillRec:
-    index: int
+class RefillRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     expected_residual_ul: int
@@ -94,9 +92,8 @@ class RefillRec:
     new_volume_ul: int
 
 
-@dataclass(frozen=True, slots=True)
-class BolusRec:
-    index: int
+class BolusRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     kind: str
@@ -104,9 +101,8 @@ class BolusRec:
     duration_min: int
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmRec:
-    index: int
+class AlarmRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     code: int
@@ -115,9 +111,8 @@ class AlarmRec:
     occurred_pump_clock: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class PumpStatusRec:
-    index: int
+class PumpStatusRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     pump_clock: datetime | None
@@ -125,19 +120,17 @@ class PumpStatusRec:
     battery: str
 
 
-@dataclass(frozen=True, slots=True)
-class NoteRec:
-    index: int
+class NoteRec(NamedTuple):
+    record_index: int
     position: Position
     time_local: datetime | None
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownRec:
+class UnknownRec(NamedTuple):
     """A record type from a later minor version: skipped, counted, warned (§2.2)."""
 
-    index: int
+    record_index: int
     position: Position
     time_local: datetime | None
     type_code: int

@@ -8,6 +8,7 @@ A timestamp is u32 seconds since 2000-01-01T00:00:00 programmer-local time,
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime, timedelta
 from typing import Final
 
@@ -19,10 +20,25 @@ LAST_TIMESTAMP: Final = PSL_EPOCH + timedelta(seconds=TIMESTAMP_NOT_APPLICABLE -
 LAST_DATE: Final = DATE_EPOCH + timedelta(days=DATE_NOT_SET - 1)
 
 
-def local_from_timestamp(seconds: int) -> datetime | None:
-    if seconds == TIMESTAMP_NOT_APPLICABLE:
-        return None
-    return PSL_EPOCH + timedelta(seconds=seconds)
+# Seconds from 1970-01-01 to 2000-01-01: the PSL epoch on the POSIX time scale.
+_EPOCH_POSIX: Final = 946_684_800
+
+if sys.version_info < (3, 12):
+    # Four times faster than epoch + timedelta, and decoding makes one per record.
+    # Naive in, naive out: the value is programmer-local wall-clock time, not UTC.
+    _from_posix = datetime.utcfromtimestamp
+
+    def local_from_timestamp(seconds: int) -> datetime | None:
+        if seconds == TIMESTAMP_NOT_APPLICABLE:
+            return None
+        return _from_posix(seconds + _EPOCH_POSIX)
+
+else:  # pragma: no cover - utcfromtimestamp is deprecated from 3.12
+
+    def local_from_timestamp(seconds: int) -> datetime | None:
+        if seconds == TIMESTAMP_NOT_APPLICABLE:
+            return None
+        return PSL_EPOCH + timedelta(0, seconds)
 
 
 def timestamp_from_local(local: datetime | None) -> int:

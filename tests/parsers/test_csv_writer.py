@@ -123,7 +123,7 @@ def test_unknown_record_and_unknown_entry_are_written_as_unknowns() -> None:
     snap = records[snap_at]
     assert isinstance(snap, SnapshotRec)
     unknown_entry = Entry(None, 0x0999, ValueType.U32, 42)
-    records[snap_at] = replace(snap, entries=(*snap.entries, unknown_entry))
+    records[snap_at] = snap._replace(entries=(*snap.entries, unknown_entry))
     records.insert(snap_at + 1, UnknownRec(0, UNPLACED, snap.time_local, 0x70, b"\x01\x02"))
     changed = replace(sc, records=tuple(records))
     data = encode_csv(changed)
@@ -182,7 +182,7 @@ def test_change_rows_use_one_unit_for_both_values() -> None:
     at = next(i for i, r in enumerate(records) if isinstance(r, ParamChangeRec))
     old = records[at]
     assert isinstance(old, ParamChangeRec)
-    records[at] = replace(old, entry_old=entry("drug1_daily_dose", 2000), new=2205)
+    records[at] = old._replace(entry_old=entry("drug1_daily_dose", 2000), new=2205)
     rows = table_rows(encode_csv(replace(sc, records=tuple(records))))
     change = next(r for r in rows if r[1] == "Change" and r[2] == "Drug 1 Daily Dose")
     assert change[3:6] == ["2205", "2000", "mcg/day"]
