@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from db.audit import cli_actor
 from evidence import RulesError, load_rules
 from ingest.pipeline import Importer, ImportSummary, summary_counts
 from ingest.rawstore import RawStore
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pumptrail import: {exc}", file=sys.stderr)
         return 2
     try:
-        importer = Importer(engine, RawStore(resolved.raw_store), rules)
+        importer = Importer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
         summary = ImportSummary()
         for result in importer.import_paths(args.paths):
             summary.results.append(result)

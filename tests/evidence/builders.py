@@ -10,7 +10,6 @@ unless a test passes `at=`. All data is synthetic.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -128,7 +127,7 @@ def make_session(
     clock = interrogated_at
     for index, event in enumerate(events):
         clock = event.time_local or clock + timedelta(minutes=1)
-        placed.append(replace(event, time_local=clock, position=Position("line", 10 + index)))
+        placed.append(event._replace(time_local=clock, position=Position("line", 10 + index)))
     if programmed is not None and programmed_at is None:
         programmed_at = clock + timedelta(minutes=1)
     return Session(

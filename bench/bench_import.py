@@ -1,0 +1,354 @@
+"""Bulk import throughput into SQLite and PostgreSQL, in sessions/s (issue 3 item 7).
+
+Corpus: pumps of 10 consecutive realistic visits each (40-80 records per session,
+`fixtures.scenarios`), as binary exports in memory. Warm start: the database is
+migrated and a few hundred sessions of other pumps are imported before the clock
+starts.
+
+Figures, per backend:
+
+- `import`: `ingest.pipeline.Importer.import_bytes`, one transaction per file, end
+  to end: SHA-256, raw store (durable: fsync'ed), decode, rows, evidence of the
+  session from its chain.
+- `store`: the same pipeline with decoding done beforehand and the raw store's
+  fsyncs off: what the database layer and the evidence derivation cost.
+
+Baseline, same run, same rows: every row the pipeline wrote (sessions, settings,
+events, raw files, evidence, flags) read back and inserted again into an empty
+database by the bare driver (`sqlite3` / psycopg `executemany`), one transaction
+per session. Target: 1,000 sessions/s or more into SQLite.
+
+Run alone: `python -m bench.bench_import [--sessions N] [--no-postgres]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from db.migrate import open_database
+from evidence import load_rules
+from fixtures.binary_writer import encode_binary
+from fixtures.scenarios import VisitPlan, drain, new_pump, visit
+from ingest.pipeline import Importer
+from ingest.rawstore import RawStore, sha256_hex
+from parsers.model import Session
+from parsers.registry import decode_bytes
+
+TARGET_SQLITE = 1000.0
+VISITS_PER_PUMP = 10
+PG_URL = os.environ.get(
+    "PUMPTRAIL_BENCH_PG_URL",
+    os.environ.get("PUMPTRAIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+)
+# Tables in insertion order (parents first) and their per-session grouping column.
+TABLES = (
+    ("sessions", "id"),
+    ("setting_values", "session_pk"),
+    ("events", "session_pk"),
+    ("raw_files", "session_pk"),
+    ("evidence", "session_pk"),
+    ("evidence_flags", "session_pk"),
+)
+
+
+def corpus(sessions: int, seed: int) -> list[bytes]:
+    """Binary exports of pumps with 10 realistic visits each, in visit order."""
+    rng = random.Random(seed)
+    files: list[bytes] = []
+    while len(files) < sessions:
+        pump = new_pump(rng)
+        when = datetime(2024, 1, 1) + timedelta(days=rng.randrange(0, 60))
+        for _ in range(VISITS_PER_PUMP):
+            plan = VisitPlan(
+                refill=rng.random() < 0.7,
+                dose_change_percent=rng.choice((0, 0, 10, -10, 20)),
+                alarm_threshold_change=rng.random() < 0.1,
+                revert_a_change=rng.random() < 0.1,
+                bolus=rng.random() < 0.2,
+                logged_alarms=rng.randrange(30, 60),
+                notes=rng.randrange(3, 12),
+            )
+            files.append(encode_binary(visit(rng, pump, when, plan)))
+            gap = rng.randrange(30, 90)
+            drain(pump, gap)
+            when += timedelta(days=gap)
+    return files[:sessions]
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def run_pipeline(importer: Importer, files: Sequence[bytes], prefix: str) -> float:
+    started = time.perf_counter()
+    for index, data in enumerate(files):
+        result = importer.import_bytes(data, name=f"{prefix}{index}.psl")
+        if result.outcome != "imported":
+            raise RuntimeError(f"bench import: {result.detail}")
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------
+# Baseline: the same rows through the bare driver
+
+
+def _columns(engine: Engine, table: str) -> list[str]:
+    with engine.connect() as connection:
+        result = connection.execute(text(f"SELECT * FROM {table} WHERE 1 = 0"))
+        return list(result.keys())
+
+
+def read_rows(
+    engine: Engine, first_pk: int
+) -> tuple[list[tuple[Any, ...]], dict[str, list[str]], list[Any]]:
+    """Pumps, then per session from `first_pk` on (insertion order) its rows of every table."""
+    columns = {table: _columns(engine, table) for table, _ in TABLES}
+    with engine.connect() as connection:
+        pumps = [tuple(r) for r in connection.execute(text("SELECT id, serial, model FROM pumps"))]
+        grouped: dict[str, dict[int, list[tuple[Any, ...]]]] = {}
+        for table, key in TABLES:
+            by_session: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+            select_list = ", ".join(columns[table])
+            position = columns[table].index(key)
+            for row in connection.execute(text(f"SELECT {select_list} FROM {table}")):
+                if row[position] is not None:
+                    by_session[row[position]].append(tuple(row))
+            grouped[table] = by_session
+        order = [
+            r[0]
+            for r in connection.execute(
+                text("SELECT id FROM sessions WHERE id >= :first ORDER BY id"), {"first": first_pk}
+            )
+        ]
+    per_session = [[grouped[table].get(pk, []) for table, _ in TABLES] for pk in order]
+    return pumps, columns, per_session
+
+
+def baseline_sqlite(workdir: Path, engine: Engine, first_pk: int) -> float:
+    pumps, columns, per_session = read_rows(engine, first_pk)
+    empty = workdir / "baseline.db"
+    open_database(f"sqlite:///{empty}").dispose()
+    connection = sqlite3.connect(empty, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.executemany("INSERT INTO pumps (id, serial, model) VALUES (?, ?, ?)", pumps)
+    statements = [
+        f"INSERT INTO {table} ({', '.join(columns[table])}) "
+        f"VALUES ({', '.join('?' for _ in columns[table])})"
+        for table, _ in TABLES
+    ]
+    started = time.perf_counter()
+    for groups in per_session:
+        connection.execute("BEGIN IMMEDIATE")
+        for statement, rows in zip(statements, groups, strict=True):
+            if rows:
+                connection.executemany(statement, rows)
+        connection.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def baseline_postgres(url: str, engine: Engine, first_pk: int) -> float:
+    import psycopg
+
+    pumps, columns, per_session = read_rows(engine, first_pk)
+    parsed = make_url(url)
+    schema = f"pt_bench_base_{uuid.uuid4().hex[:8]}"
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        target = parsed.update_query_dict({"options": f"-csearch_path={schema}"})
+        open_database(target.render_as_string(hide_password=False)).dispose()
+        with psycopg.connect(conninfo, options=f"-csearch_path={schema}") as connection:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO pumps (id, serial, model) VALUES (%s, %s, %s)", pumps
+                )
+            connection.commit()
+            statements = [
+                f"INSERT INTO {table} ({', '.join(columns[table])}) "
+                f"VALUES ({', '.join('%s' for _ in columns[table])})"
+                for table, _ in TABLES
+            ]
+            started = time.perf_counter()
+            for groups in per_session:
+                with connection.cursor() as cursor:
+                    for statement, rows in zip(statements, groups, strict=True):
+                        if rows:
+                            cursor.executemany(statement, rows)
+                connection.commit()
+            elapsed = time.perf_counter() - started
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return elapsed
+
+
+# ---------------------------------------------------------------------------
+# One backend
+
+
+def _max_session_pk(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(text("SELECT coalesce(max(id), 0) FROM sessions")).scalar_one()
+        )
+
+
+def bench_backend(
+    label: str,
+    urls: tuple[str, str],
+    workdir: Path,
+    warmup: Sequence[bytes],
+    files: Sequence[bytes],
+    baseline: Callable[[Engine, int], float],
+) -> float:
+    """Import (end to end), then store (pre-decoded) into a second database, then baseline."""
+    rules = load_rules()
+    engine = open_database(urls[0])
+    try:
+        importer = Importer(engine, RawStore(workdir / "raw", durable=True), rules)
+        run_pipeline(importer, warmup, "warm")
+        rate = _rate(len(files), run_pipeline(importer, files, "file"))
+    finally:
+        engine.dispose()
+    print(f"   {label:<8} import: end to end, durable raw store  {rate:>8,.0f} sessions/s")
+
+    # Decoding done beforehand, raw store without fsync: the database layer + evidence.
+    decoded = {sha256_hex(d): decode_bytes(d, source="bench") for d in (*warmup, *files)}
+
+    def predecoded(data: bytes, *, source: str) -> Session:
+        return decoded[sha256_hex(data)]
+
+    engine = open_database(urls[1])
+    try:
+        importer = Importer(
+            engine, RawStore(workdir / "raw2", durable=False), rules, decode=predecoded
+        )
+        run_pipeline(importer, warmup, "warm")
+        first_pk = _max_session_pk(engine) + 1
+        store_rate = _rate(len(files), run_pipeline(importer, files, "file"))
+        base_rate = _rate(len(files), baseline(engine, first_pk))
+    finally:
+        engine.dispose()
+    print(f"   {label:<8} store: rows + evidence, no decoding   {store_rate:>8,.0f} sessions/s")
+    print(
+        f"   {label:<8} baseline: same rows, bare executemany {base_rate:>8,.0f} sessions/s"
+        f"   (import {base_rate / rate:.1f}x, store {base_rate / store_rate:.1f}x its time)"
+    )
+    return rate
+
+
+_PG_SCHEMAS: list[str] = []
+
+
+def _fresh_pg_schema_url(url: str) -> str:
+    import psycopg
+
+    parsed = make_url(url)
+    schema = f"pt_bench_{uuid.uuid4().hex[:8]}"
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    _PG_SCHEMAS.append(schema)
+    return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False
+    )
+
+
+def _drop_pg_schemas(url: str) -> None:
+    import psycopg
+
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        while _PG_SCHEMAS:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{_PG_SCHEMAS.pop()}" CASCADE')
+
+
+def main(*, quick: bool = False, sessions: int | None = None, postgres: bool = True) -> None:
+    count = sessions or (500 if quick else 3000)
+    warm = max(50, min(300, count // 5))
+    files = corpus(count, seed=20261127)
+    warmup = corpus(warm, seed=7)
+    records = sum(int.from_bytes(f[86:90], "little") for f in files)  # body bytes, for size
+    print(
+        f"   corpus: {count} sessions ({count // VISITS_PER_PUMP} pumps x {VISITS_PER_PUMP} "
+        f"visits), {sum(map(len, files)) / 1e6:.1f} MB binary ({records / count:,.0f} body "
+        f"bytes each); warm-up {warm} sessions"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="pumptrail-bench-import-"))
+    try:
+        sqlite_dir = workdir / "sqlite"
+        sqlite_dir.mkdir()
+        rate = bench_backend(
+            "sqlite",
+            (f"sqlite:///{sqlite_dir / 'import.db'}", f"sqlite:///{sqlite_dir / 'store.db'}"),
+            sqlite_dir,
+            warmup,
+            files,
+            lambda engine, first: baseline_sqlite(sqlite_dir, engine, first),
+        )
+        print(
+            f"   target: >= {TARGET_SQLITE:,.0f} sessions/s into SQLite end to end: "
+            f"{'met' if rate >= TARGET_SQLITE else 'NOT met'}"
+        )
+        if postgres:
+            _bench_postgres(workdir, warmup, files)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _bench_postgres(workdir: Path, warmup: Sequence[bytes], files: Sequence[bytes]) -> None:
+    try:
+        urls = (_fresh_pg_schema_url(PG_URL), _fresh_pg_schema_url(PG_URL))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"   postgres   skipped: {first}")
+        return
+    pg_dir = workdir / "postgres"
+    pg_dir.mkdir()
+    try:
+        bench_backend(
+            "postgres",
+            urls,
+            pg_dir,
+            warmup,
+            files,
+            lambda engine, first: baseline_postgres(PG_URL, engine, first),
+        )
+    except OperationalError as exc:
+        print(f"   postgres   failed: {str(exc.orig or exc).strip().splitlines()[0]}")
+    finally:
+        _drop_pg_schemas(PG_URL)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_import")
+    parser.add_argument("--sessions", type=int, help="sessions to import (default 3000)")
+    parser.add_argument("--quick", action="store_true", help="500 sessions")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    args = parser.parse_args()
+    main(quick=args.quick, sessions=args.sessions, postgres=not args.no_postgres)
+
+
+if __name__ == "__main__":
+    cli()

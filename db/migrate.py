@@ -1,0 +1,118 @@
+"""Schema revisions: Alembic run from code, so `pumptrail` needs no alembic.ini at hand.
+
+`pumptrail db upgrade` brings a database to the newest revision. Every other command
+opens the database with `open_database`, which upgrades an *empty* database by
+itself (a first run just works) but refuses one at an older revision: upgrading a
+clinic's data is an explicit step, `pumptrail db upgrade`, taken after a backup.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+from sqlalchemy.engine import Connection
+
+from db.engine import make_engine, safe_url_text, write_transaction
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
+VERSION_TABLE = "alembic_version"
+
+
+class SchemaError(Exception):
+    """The database is not at the revision this pumptrail needs; says what to run."""
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """The packaged Alembic configuration, optionally bound to an open connection."""
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this pumptrail knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise SchemaError("no migrations packaged")
+    return head
+
+
+def known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision; None for a database never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_empty(engine: Engine) -> bool:
+    """No tables (but Alembic's own, left by a downgrade): pumptrail may set it up."""
+    with engine.connect() as connection:
+        return not set(inspect(connection).get_table_names()) - {VERSION_TABLE}
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Migrate the database to `revision` (default newest); returns the revision reached."""
+    before = current_revision(engine)
+    if before is None and not is_empty(engine):
+        raise SchemaError(
+            f"database {safe_url_text(engine.url)} has tables but no pumptrail revision: "
+            "not a pumptrail database?"
+        )
+    with write_transaction(engine) as connection:
+        command.upgrade(alembic_config(connection), revision)
+    after = current_revision(engine)
+    if after != before:
+        log.info("database %s upgraded from %s to %s", safe_url_text(engine.url), before, after)
+    if after is None:  # pragma: no cover - upgrade always stamps
+        raise SchemaError("upgrade left no revision")
+    return after
+
+
+def check_revision(engine: Engine) -> None:
+    """Raise SchemaError unless the database is at the newest revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    where = safe_url_text(engine.url)
+    if current is None:
+        raise SchemaError(
+            f"database {where} has tables but no pumptrail revision: not a pumptrail database?"
+        )
+    if current not in known_revisions():
+        raise SchemaError(
+            f"database {where} is at revision {current}, newer than this pumptrail knows "
+            f"({head}): upgrade pumptrail"
+        )
+    raise SchemaError(
+        f"database {where} is at revision {current}, this pumptrail needs {head}: "
+        "back it up, then run `pumptrail db upgrade`"
+    )
+
+
+def open_database(url: str, *, upgrade_empty: bool = True) -> Engine:
+    """An engine on the database at the newest revision; an empty one is set up first."""
+    engine = make_engine(url)
+    try:
+        if upgrade_empty and is_empty(engine):
+            upgrade(engine)
+        check_revision(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine

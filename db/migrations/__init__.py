@@ -1,0 +1,1 @@
+"""Alembic migrations of the pumptrail database, run from code by `db.migrate`."""

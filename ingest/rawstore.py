@@ -1,0 +1,143 @@
+"""The raw store: every imported file's bytes, kept once, by SHA-256 (Tidepool-style).
+
+Whatever arrives is kept before it is parsed, refused files included, so any import
+can be re-processed by a later parser. A file lives at `<root>/ab/cd/<sha256>`
+(the first two pairs of hex digits as folders). Writing is atomic and durable:
+a temporary file in the target folder, written and fsync'ed, made read-only, then
+hard-linked to its final name (a link never replaces an existing name, so nothing
+is ever overwritten) and the folder fsync'ed. Files are 0400, folders 0700: the
+bytes hold patient identifiers. Nothing here deletes a stored file. Reading checks
+the hash, so a damaged file is noticed, not trusted.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o400
+DIR_MODE = 0o700
+# Hash folders remembered as existing (there are at most 65,536 of them).
+KNOWN_DIRS = 65_536
+_HEX = frozenset("0123456789abcdef")
+
+
+class RawStoreError(Exception):
+    """A stored file that is missing or does not match its hash."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_digest(digest: str) -> None:
+    if len(digest) != 64 or not set(digest) <= _HEX:
+        raise ValueError(f"not a lower-case SHA-256 hex digest: {digest!r}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RawStore:
+    """A content-addressed folder of raw export files."""
+
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        self.root = Path(root)
+        # durable=False skips the fsyncs (tests and benchmarks of other parts only).
+        self.durable = durable
+        self._known_dirs: set[Path] = set()
+
+    def path_for(self, digest: str) -> Path:
+        _check_digest(digest)
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def _make_dirs(self, folder: Path) -> None:
+        """Create the root and the two hash folders 0700 (umask does not apply)."""
+        if folder in self._known_dirs:
+            return
+        created: list[Path] = []
+        for path in (self.root, folder.parent, folder):
+            try:
+                path.mkdir(mode=DIR_MODE, parents=path is self.root)
+            except FileExistsError:
+                continue
+            os.chmod(path, DIR_MODE)
+            created.append(path)
+        if self.durable:
+            for path in created:
+                _fsync_dir(path.parent)
+        if len(self._known_dirs) >= KNOWN_DIRS:
+            self._known_dirs.clear()
+        self._known_dirs.add(folder)
+
+    def contains(self, digest: str) -> bool:
+        return self.path_for(digest).is_file()
+
+    def put(self, data: bytes) -> tuple[str, Path]:
+        """Keep `data`; returns its SHA-256 and where it lives. Already stored: not rewritten."""
+        digest = sha256_hex(data)
+        final = self.path_for(digest)
+        if final.is_file():
+            return digest, final
+        folder = final.parent
+        self._make_dirs(folder)
+        temp = folder / f".tmp-{digest[:16]}-{os.getpid()}-{id(data):x}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(temp, FILE_MODE)
+            self._publish(temp, final)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        if self.durable:
+            _fsync_dir(folder)
+        log.debug("raw store: kept %s (%d bytes)", digest[:12], len(data))
+        return digest, final
+
+    @staticmethod
+    def _publish(temp: Path, final: Path) -> None:
+        """Give the temporary file its final name without ever replacing a stored file."""
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            return  # stored meanwhile by another process: same name, same bytes
+        except OSError as exc:
+            # Filesystems without hard links: rename, after checking the name is free.
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            if final.exists():
+                return
+            os.rename(temp, final)
+
+    def get(self, digest: str) -> bytes:
+        """The stored bytes, checked against their hash."""
+        path = self.path_for(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise RawStoreError(f"raw file {digest[:12]} is missing from {self.root}") from exc
+        found = sha256_hex(data)
+        if found != digest:
+            raise RawStoreError(
+                f"raw file {digest[:12]} is damaged: its content hashes to {found[:12]}"
+            )
+        return data

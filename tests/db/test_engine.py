@@ -1,0 +1,148 @@
+"""Database URLs, SQLite pragmas, write transactions, constraints on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.exc import IntegrityError
+
+from db.engine import (
+    DatabaseUrlError,
+    make_engine,
+    normalize_url,
+    safe_url_text,
+    write_transaction,
+)
+from db.migrate import open_database
+from db.models import sessions
+
+
+def test_bare_path_is_a_sqlite_file(tmp_path: Path) -> None:
+    url = normalize_url(str(tmp_path / "p.db"))
+    assert url.get_backend_name() == "sqlite"
+    assert url.database == str(tmp_path / "p.db")
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["postgresql://u@h/db", "postgres://u@h/db", "postgresql+psycopg://u@h/db"],
+)
+def test_postgresql_urls_use_psycopg3(given: str) -> None:
+    assert normalize_url(given).drivername == "postgresql+psycopg"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [("", "empty"), ("mysql://u@h/db", "unsupported database 'mysql'"), ("://x", "not a")],
+)
+def test_unusable_urls_are_refused(given: str, message: str) -> None:
+    with pytest.raises(DatabaseUrlError, match=message):
+        normalize_url(given)
+
+
+def test_password_never_shown() -> None:
+    assert "secret" not in safe_url_text("postgresql://u:secret@h/db")
+
+
+def test_sqlite_pragmas_on_every_connection(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        for _ in range(2):
+            with engine.connect() as connection:
+                values = {
+                    name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                    for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+                }
+            assert values == {
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "synchronous": 1,  # NORMAL
+                "busy_timeout": 30000,
+            }
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_parent_folder_created_private(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'p.db'}")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    finally:
+        engine.dispose()
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_sqlite_write_transaction_takes_the_write_lock_up_front(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with write_transaction(engine) as connection:
+            connection.exec_driver_sql("SELECT 1")  # reads only, yet holds the write lock
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            finally:
+                other.close()
+        # A plain transaction reads without taking the write lock.
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+    finally:
+        engine.dispose()
+
+
+def test_write_transaction_rolls_back_on_error(db_url: str) -> None:
+    engine = open_database(db_url)
+    try:
+        with pytest.raises(RuntimeError), write_transaction(engine) as connection:
+            connection.execute(text("INSERT INTO pumps (serial, model) VALUES ('P1', 'IT-40')"))
+            raise RuntimeError("boom")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM pumps")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_foreign_keys_enforced(db_url: str) -> None:
+    engine = open_database(db_url)
+    now = datetime(2026, 1, 1)
+    row = {
+        "session_id": "00000000-0000-4000-8000-000000000000",
+        "pump_id": 999,
+        "session_start_utc": now,
+        "session_start_local": now,
+        "utc_offset_min": 0,
+        "pump_model": "IT-40",
+        "programmer_model": "PX-200",
+        "programmer_serial": "PX2-1",
+        "programmer_software": "3.1",
+        "operator_id": "dr.x",
+        "operator_role": "physician",
+        "clinic_id": "C",
+        "has_refill": False,
+        "source_sha256": "0" * 64,
+        "source_name": "x",
+        "source_format": "psl-binary",
+        "format_version": "1.0",
+        "document": "{}",
+        "conflicting_exports": False,
+        "parser_version": "p",
+        "imported_at": now,
+    }
+    try:
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(insert(sessions).values(**row))
+    finally:
+        engine.dispose()

@@ -1,0 +1,140 @@
+"""Migrations: an empty database sets itself up; upgrades are explicit; models = migrations."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+import db
+from db.engine import make_engine, write_transaction
+from db.migrate import (
+    SchemaError,
+    alembic_config,
+    current_revision,
+    head_revision,
+    open_database,
+    upgrade,
+)
+from db.models import Base
+from pumptrail.cli import main
+
+TABLES = {
+    "alembic_version",
+    "pumps",
+    "sessions",
+    "setting_values",
+    "events",
+    "raw_files",
+    "evidence",
+    "evidence_flags",
+}
+
+
+def import_every_model() -> None:
+    """Import each module of the `db` package: models put their tables on Base.metadata."""
+    for module in pkgutil.iter_modules(db.__path__):
+        if module.name != "migrations":
+            importlib.import_module(f"db.{module.name}")
+
+
+def test_empty_database_is_set_up_by_itself(db_url: str) -> None:
+    import_every_model()
+    engine = open_database(db_url)
+    try:
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as connection:
+            # Tables of this room's first migration; later migrations add others.
+            assert set(inspect(connection).get_table_names()) >= TABLES
+            # The migrations create exactly what the models declare.
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+            indexes = {ix["name"] for ix in inspect(connection).get_indexes("sessions")}
+        assert {"ix_sessions_chain", "ix_sessions_start", "ix_sessions_patient"} <= indexes
+    finally:
+        engine.dispose()
+
+
+def test_chain_index_columns(db_url: str) -> None:
+    engine = open_database(db_url)
+    try:
+        with engine.connect() as connection:
+            chain = next(
+                ix
+                for ix in inspect(connection).get_indexes("sessions")
+                if ix["name"] == "ix_sessions_chain"
+            )
+        assert chain["column_names"] == ["pump_id", "session_start_utc", "session_id"]
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_up_again(db_url: str) -> None:
+    engine = open_database(db_url)
+    try:
+        with write_transaction(engine) as connection:
+            command.downgrade(alembic_config(connection), "base")
+        with engine.connect() as connection:
+            assert set(inspect(connection).get_table_names()) <= {"alembic_version"}
+        assert current_revision(engine) is None
+        assert upgrade(engine) == head_revision()
+    finally:
+        engine.dispose()
+    # A downgraded (empty) database is set up again by itself.
+    open_database(db_url).dispose()
+
+
+def test_database_of_something_else_is_refused(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE unrelated (x INTEGER)"))
+        with pytest.raises(SchemaError, match="no pumptrail revision"):
+            open_database(db_url)
+        with pytest.raises(SchemaError, match="not a pumptrail database"):
+            upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_database_from_a_newer_pumptrail_is_refused(db_url: str) -> None:
+    engine = open_database(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+        with pytest.raises(SchemaError, match="revision ffff, newer than this pumptrail knows"):
+            open_database(db_url)
+    finally:
+        engine.dispose()
+
+
+def test_db_upgrade_and_current_commands(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    head = head_revision()
+    assert main(["db", "current", "--db", db_url]) == 0
+    assert f"revision none (empty) (newest is {head})" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--db", db_url]) == 0
+    assert f"upgraded from empty to revision {head}" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--db", db_url]) == 0
+    assert f"is at revision {head}, the newest: nothing to do" in capsys.readouterr().out
+    assert main(["db", "current", "--db", db_url]) == 0
+    assert f"revision {head} (the newest)" in capsys.readouterr().out
+
+
+def test_db_upgrade_reports_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "upgrade", "--db", "mysql://u@h/x"]) == 2
+    assert "pumptrail db upgrade: unsupported database 'mysql'" in capsys.readouterr().err
+
+
+def test_db_url_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "env.db"
+    monkeypatch.setenv("PUMPTRAIL_DB", f"sqlite:///{path}")
+    assert main(["db", "upgrade"]) == 0
+    assert str(path) in capsys.readouterr().out
+    assert path.exists()

@@ -1,0 +1,86 @@
+"""The raw store: content addressing, permissions, no overwrite, hash checked on read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ingest.rawstore import RawStore, RawStoreError
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_put_addresses_by_sha256(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "raw")
+    data = b"\x89PSL\r\n\x1a\n some export bytes"
+    digest, path = store.put(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert path == tmp_path / "raw" / digest[:2] / digest[2:4] / digest
+    assert path.read_bytes() == data
+    assert store.contains(digest)
+    assert store.get(digest) == data
+
+
+def test_files_are_read_only_and_folders_private(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        store = RawStore(tmp_path / "raw")
+        digest, path = store.put(b"patient data")
+    finally:
+        os.umask(old_umask)
+    assert mode(path) == 0o400
+    assert mode(path.parent) == 0o700
+    assert mode(path.parent.parent) == 0o700
+    assert mode(tmp_path / "raw") == 0o700
+    # Only the stored file is left: the temporary file is gone.
+    assert os.listdir(path.parent) == [digest]
+
+
+def test_stored_file_is_never_rewritten(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "raw")
+    digest, path = store.put(b"same bytes")
+    before = path.stat()
+    again_digest, again_path = store.put(b"same bytes")
+    after = path.stat()
+    assert (again_digest, again_path) == (digest, path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_damaged_file_is_detected_on_read(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "raw")
+    digest, path = store.put(b"original")
+    os.chmod(path, 0o600)
+    path.write_bytes(b"tampered")
+    with pytest.raises(RawStoreError, match=f"raw file {digest[:12]} is damaged"):
+        store.get(digest)
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "raw")
+    digest = hashlib.sha256(b"never stored").hexdigest()
+    assert not store.contains(digest)
+    with pytest.raises(RawStoreError, match="is missing"):
+        store.get(digest)
+
+
+@pytest.mark.parametrize("bad", ["", "ABC", "g" * 64, "A" * 64, "../" + "a" * 61])
+def test_only_sha256_digests_address_files(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ValueError, match="not a lower-case SHA-256"):
+        RawStore(tmp_path).path_for(bad)
+
+
+def test_durable_and_fast_modes_store_the_same(tmp_path: Path) -> None:
+    durable = RawStore(tmp_path / "a", durable=True)
+    fast = RawStore(tmp_path / "b", durable=False)
+    data = os.urandom(5000)
+    d1, p1 = durable.put(data)
+    d2, p2 = fast.put(data)
+    assert d1 == d2
+    assert p1.read_bytes() == p2.read_bytes() == data
+    assert mode(p1) == mode(p2) == 0o400
