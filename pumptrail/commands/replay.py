@@ -1,0 +1,174 @@
+"""`pumptrail replay [--pump SERIAL] [--since DATE] [--verify|--apply] [--fixtures DIR]`.
+
+Re-decodes every raw file with this version and derives the evidence again
+(`ingest.replay`). One line per difference, `session ID: kind: field: old -> new`
+or `raw SHA256-PREFIX: kind: what`, at most `MAX_LINES_PER_SUBJECT` per session,
+then a summary. Exit status: `--verify` (default) 1 when anything differs, else 0;
+`--apply` rewrites what differs and exits 1 only when something could not be
+rewritten (a tampered, missing or undecodable raw file). 2 when the database,
+settings or rules cannot be used.
+
+`--fixtures DIR` checks a case folder of exports against its
+`expected-evidence.json` without any database (`ingest.replay_fixtures`);
+`--write-expected` writes that file from this version instead (review it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from db.audit import cli_actor
+from evidence import Rules, RulesError, load_rules
+from ingest.rawstore import RawStore
+from ingest.replay import UNREPAIRABLE, Difference, Replayer, counted
+from ingest.replay_fixtures import CaseError, check_case, write_expected
+from pumptrail import settings
+from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+
+SETTINGS = ("db", "data_dir", "raw_store")
+MAX_LINES_PER_SUBJECT = 20
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "replay",
+        help="re-decode every raw file and re-derive the evidence; report what differs",
+    )
+    parser.add_argument("--pump", metavar="SERIAL", help="only this pump's sessions")
+    parser.add_argument(
+        "--since",
+        metavar="DATE",
+        type=date.fromisoformat,
+        help="only sessions starting on or after DATE (YYYY-MM-DD, UTC)",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--verify",
+        dest="apply",
+        action="store_false",
+        help="report what differs, change nothing (default); exit 1 when anything differs",
+    )
+    mode.add_argument(
+        "--apply",
+        dest="apply",
+        action="store_true",
+        help="rewrite what differs from the raw files (after an upgrade); audited",
+    )
+    parser.add_argument(
+        "--fixtures",
+        metavar="DIR",
+        type=Path,
+        help="check a case folder of exports against its expected-evidence.json (no database)",
+    )
+    parser.add_argument(
+        "--write-expected",
+        action="store_true",
+        help="with --fixtures: write DIR/expected-evidence.json from this version",
+    )
+    parser.add_argument(
+        "--rules-dir", metavar="DIR", type=Path, help="a clinic's rules folder (profiles, drugs)"
+    )
+    add_database_arguments(parser, SETTINGS)
+    parser.set_defaults(handler=run, apply=False)
+
+
+def _rules(args: argparse.Namespace, resolved: settings.Settings | None) -> Rules:
+    folder = args.rules_dir
+    if folder is None and resolved is not None:
+        configured = getattr(resolved, "rules_dir", None)
+        folder = Path(configured) if configured else None
+    try:
+        return load_rules(folder)
+    except RulesError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+class LinePrinter:
+    """Prints differences one line each, at most MAX_LINES_PER_SUBJECT per session or file."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+
+    def __call__(self, difference: Difference) -> None:
+        self.seen[difference.subject] += 1
+        count = self.seen[difference.subject]
+        if count <= MAX_LINES_PER_SUBJECT:
+            print(difference.line(), flush=True)
+        elif count == MAX_LINES_PER_SUBJECT + 1:
+            print(f"{difference.subject}: further differences not shown", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fixtures is not None:
+        return run_fixtures(args)
+    if args.write_expected:
+        print("pumptrail replay: --write-expected needs --fixtures DIR", file=sys.stderr)
+        return 2
+    try:
+        resolved = resolve(args)
+        rules = _rules(args, resolved)
+        engine = open_from_settings(resolved)
+    except CommandError as exc:
+        print(f"pumptrail replay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        replayer = Replayer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
+        result = replayer.run(
+            pump=args.pump, since=args.since, apply=args.apply, report=LinePrinter()
+        )
+    finally:
+        engine.dispose()
+    if not result.pump_found:
+        print(f"pumptrail replay: no stored pump {args.pump}", file=sys.stderr)
+        return 1
+    for line in result.unchecked:
+        print(line)
+    print(result.summary())
+    if not args.apply:
+        return 1 if result.differences else 0
+    print(
+        f"rewrote {counted(result.rewritten_sessions, 'session')} and the evidence of "
+        f"{counted(result.rewritten_evidence, 'session')}"
+    )
+    for line in result.not_applied:
+        print(line)
+    unrepaired = any(d.kind in UNREPAIRABLE for d in result.differences)
+    return 1 if result.not_applied or unrepaired else 0
+
+
+def run_fixtures(args: argparse.Namespace) -> int:
+    if args.apply or args.pump is not None or args.since is not None:
+        print(
+            "pumptrail replay: --fixtures checks a case folder: no --apply, --pump or --since",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        try:
+            resolved: settings.Settings | None = resolve(args)
+        except CommandError:
+            resolved = None  # no database is opened: its settings do not matter here
+        rules = _rules(args, resolved)
+        if args.write_expected:
+            report = write_expected(args.fixtures, rules)
+        else:
+            report = check_case(args.fixtures, rules)
+    except (CommandError, CaseError) as exc:
+        print(f"pumptrail replay: {exc}", file=sys.stderr)
+        return 2
+    printer = LinePrinter()
+    for difference in report.differences:
+        printer(difference)
+    if args.write_expected:
+        print(
+            f"case {args.fixtures}: wrote expected-evidence.json, {report.sessions} sessions "
+            f"from {report.files} exports: review it before keeping it"
+        )
+        return 1 if report.differences else 0
+    print(report.summary())
+    return 0 if report.ok else 1

@@ -1,0 +1,127 @@
+"""`pumptrail audit verify` and `pumptrail audit show` (issue 6 item 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from db import audit
+from db.engine import write_transaction
+from db.migrate import open_database
+from pumptrail.cli import main
+
+
+def fill(db_url: str) -> list[audit.AuditEntry]:
+    engine = open_database(db_url)
+    try:
+        with write_transaction(engine) as connection:
+            return [
+                audit.append(connection, actor="system", action="import", target="s-1"),
+                audit.append(connection, actor="dr.lee", action="login", target="dr.lee"),
+                audit.append(
+                    connection,
+                    actor="dr.lee",
+                    action="view_session",
+                    target="s-1",
+                    detail={"profile": "rate-dose"},
+                ),
+            ]
+    finally:
+        engine.dispose()
+
+
+def args(db_url: str, tmp_path: Path, *words: str) -> list[str]:
+    return ["audit", *words, "--db", db_url, "--data-dir", str(tmp_path / "data")]
+
+
+def test_verify_intact_prints_the_head(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = fill(db_url)
+    assert main(args(db_url, tmp_path, "verify")) == 0
+    out = capsys.readouterr().out
+    assert out == f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash}\n"
+    assert main(args(db_url, tmp_path, "verify", "--head", f"3:{entries[-1].entry_hash}")) == 0
+
+
+def test_verify_empty_log(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args(db_url, tmp_path, "verify")) == 0
+    assert capsys.readouterr().out == "audit log intact: no entries yet\n"
+
+
+def test_verify_names_the_first_broken_entry_and_exits_1(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(db_url)
+    engine = open_database(db_url)
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.execute(text("DROP TRIGGER audit_log_no_delete"))
+            else:
+                connection.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+            connection.execute(text("DELETE FROM audit_log WHERE id = 2"))
+    finally:
+        engine.dispose()
+    assert main(args(db_url, tmp_path, "verify")) == 1
+    assert capsys.readouterr().out == (
+        "audit log broken at entry 2: entry_missing: entry 2 is missing (deleted); "
+        "the next entry is 3\n"
+    )
+
+
+def test_verify_with_a_head_that_is_gone_exits_1(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(db_url)
+    assert main(args(db_url, tmp_path, "verify", "--head", "9:" + "a" * 64)) == 1
+    assert "audit log broken at entry 9: head_missing" in capsys.readouterr().out
+
+
+def test_verify_with_a_malformed_head_exits_2(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args(db_url, tmp_path, "verify", "--head", "three")) == 2
+    assert "--head: expected ID:SHA256" in capsys.readouterr().err
+
+
+def test_show_lists_filtered_entries(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = fill(db_url)
+    assert main(args(db_url, tmp_path, "show", "--actor", "dr.lee")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].split() == [
+        "2",
+        audit.at_text(entries[1].at),
+        "dr.lee",
+        "login",
+        "dr.lee",
+        "{}",
+    ]
+    assert lines[1].split()[2:] == ["dr.lee", "view_session", "s-1", '{"profile":"rate-dose"}']
+
+    assert main(args(db_url, tmp_path, "show", "--target", "s-1", "--action", "import")) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["1"]
+
+    assert main(args(db_url, tmp_path, "show", "--limit", "1", "--json")) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    shown = json.loads(line)
+    assert shown["id"] == 3
+    assert shown["entry_hash"] == entries[2].entry_hash
+    assert shown["prev_hash"] == entries[1].entry_hash
+    assert shown["detail"] == {"profile": "rate-dose"}
+
+    assert main(args(db_url, tmp_path, "show", "--since", "2999-01-01")) == 0
+    assert capsys.readouterr().out == "no audit entries\n"
+
+
+def test_show_refuses_a_negative_limit(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args(db_url, tmp_path, "show", "--limit", "-1")) == 2
+    assert "--limit must not be negative" in capsys.readouterr().err
