@@ -1,0 +1,77 @@
+"""The tables of migration 0003: web accounts and the per-profile code index.
+
+- `users`: one account of the web view (`pumptrail user add`), its role
+  (`coder`, `auditor`, `admin`), an argon2 password hash and a `session_version`
+  that every logout, password, role or disable change increments: a browser
+  session cookie names the version it was issued under, so bumping it ends every
+  session of that account at once (the cookie itself is stateless).
+- `evidence_codes`: the CPT code of each stored session under every payer profile
+  (coding-rules.md §3), copied from the evidence document so the session list can
+  filter by "code under profile P" through an index. `evidence.procedure` already
+  holds the default profile's code; this table holds all of them. Its rows hang
+  off the `evidence` row (ON DELETE CASCADE): storing evidence again
+  (`db.queries.replace_evidence` deletes, then inserts) drops them, so a row can
+  be missing but never stale. `web.queries.index_codes` writes the rows of one
+  session, `web.queries.sync_codes` fills in missing ones.
+
+The models sit on `db.models.Base` metadata, so the model-versus-migration
+comparison sees them once this module is imported.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Table
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.models import Base
+
+USERNAME_LEN = 64
+ROLE_LEN = 16
+# argon2id encoded hashes are about 100 characters; room for other parameters.
+HASH_LEN = 255
+PROFILE_LEN = 64
+PROCEDURE_LEN = 16
+
+
+class UserRow(Base):
+    """One account of the web view."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_LEN), unique=True)
+    role: Mapped[str] = mapped_column(String(ROLE_LEN))
+    password_hash: Mapped[str] = mapped_column(String(HASH_LEN))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Incremented to end every browser session of the account (logout, changes).
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class EvidenceCodeRow(Base):
+    """The procedure code of one session under one profile (list filters)."""
+
+    __tablename__ = "evidence_codes"
+
+    session_pk: Mapped[int] = mapped_column(
+        ForeignKey("evidence.session_pk", ondelete="CASCADE"), primary_key=True
+    )
+    profile: Mapped[str] = mapped_column(String(PROFILE_LEN), primary_key=True)
+    procedure: Mapped[str | None] = mapped_column(String(PROCEDURE_LEN))
+
+    __table_args__ = (Index("ix_evidence_codes_profile", "profile", "procedure", "session_pk"),)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - declarative always makes a Table
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+users = _table(UserRow)
+evidence_codes = _table(EvidenceCodeRow)

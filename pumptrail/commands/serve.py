@@ -1,0 +1,120 @@
+"""`pumptrail serve [--host H] [--port P]`: the coder and auditor web view.
+
+Serves `web.create_app` with uvicorn on `host`:`port` (settings; default
+127.0.0.1:8300, local only: put a TLS reverse proxy in front to reach it from
+other machines, and pass `--proxy-headers` so cookies are marked Secure). The
+database is opened (an empty one is set up), the signing secret is read from
+`<data_dir>/web-secret` (created 0600 on first run). uvicorn's access log is off:
+the app writes its own (`pumptrail.web.access`), naming route templates, never
+concrete paths or query strings, which may carry a patient ID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from db.engine import safe_url_text
+from evidence import RulesError, load_rules
+from ingest.logging_setup import configure_logging
+from pumptrail import __version__
+from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+
+SETTINGS = (
+    "data_dir",
+    "db",
+    "raw_store",
+    "inbox",
+    "quarantine",
+    "due_within_days",
+    "host",
+    "port",
+    "log_level",
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="serve the coder and auditor web view")
+    parser.add_argument(
+        "--idle-minutes",
+        type=int,
+        default=30,
+        metavar="N",
+        help="a login ends after N minutes without a request (default 30)",
+    )
+    parser.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="always mark cookies Secure (default: when the request came over https)",
+    )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-Proto/For from --forwarded-allow-ips (behind a TLS proxy)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="proxies trusted with --proxy-headers (default 127.0.0.1)",
+    )
+    add_database_arguments(parser, SETTINGS)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: every `pumptrail` command builds this parser, few serve.
+    import uvicorn
+
+    from web.app import create_app
+    from web.auth import SecretError
+
+    try:
+        resolved = resolve(args)
+        configure_logging(str(resolved.values["log_level"]))
+        rules_dir = getattr(resolved, "rules_dir", None)
+        try:
+            rules = load_rules(Path(rules_dir) if rules_dir else None)
+        except RulesError as exc:
+            raise CommandError(str(exc)) from exc
+        if args.idle_minutes < 1:
+            raise CommandError("--idle-minutes: at least 1")
+        engine = open_from_settings(resolved)
+        try:
+            app = create_app(
+                resolved,
+                rules=rules,
+                engine=engine,
+                version=__version__,
+                idle_minutes=args.idle_minutes,
+                secure_cookies=True if args.secure_cookies else None,
+            )
+        except SecretError as exc:
+            engine.dispose()
+            raise CommandError(str(exc)) from exc
+    except CommandError as exc:
+        print(f"pumptrail serve: {exc}", file=sys.stderr)
+        return 2
+    host, port = str(resolved.values["host"]), int(resolved.values["port"])
+    print(
+        f"pumptrail {__version__}: web view on http://{host}:{port}/ "
+        f"(database {safe_url_text(resolved.db)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            server_header=False,
+            log_config=None,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips if args.proxy_headers else None,
+        )
+    finally:
+        engine.dispose()
+    return 0

@@ -1,0 +1,133 @@
+"""The JSON API and its OpenAPI document (web view item 5), and the audit of exports."""
+
+from __future__ import annotations
+
+import json
+import typing
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from db import audit
+from db.queries import evidence_document_text
+from tests.web.support import DemoData
+from web.api import ProcedureCode, SessionFlag
+from web.queries import PROCEDURES, SESSION_FLAGS
+
+
+def exports(engine: Engine) -> list[audit.AuditEntry]:
+    with engine.connect() as connection:
+        return audit.show(connection, audit.AuditFilter(action=audit.EXPORT_API, limit=None))
+
+
+def test_the_session_list_as_json(coder: TestClient, data: DemoData, engine: Engine) -> None:
+    response = coder.get("/api/sessions", params={"limit": 500})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["profile"] == "rate-dose"
+    assert body["count"] == len(data.session_ids) and body["count_capped"] is False
+    items = body["items"]
+    assert sorted(i["session_id"] for i in items) == sorted(data.session_ids)
+    starts = [i["session_start_utc"] for i in items]
+    assert starts == sorted(starts, reverse=True)
+    first = items[0]
+    assert set(first["codes"]) == {"rate-dose", "rate-dose-alarms", "any-setting"}
+    assert first["href"] == f"/api/sessions/{first['session_id']}"
+    assert first["session_start_utc"].endswith("Z")
+    assert first["patient_id"].startswith("SYN-")
+    assert body["next_cursor"] is None and body["prev_cursor"] is None
+    # Audited, with the filters' names and never their values.
+    coder.get("/api/sessions", params={"patient_id": "SYN-0000001", "flag": "chain_gap"})
+    entries = exports(engine)
+    assert [(e.actor, e.target) for e in entries] == [("cora", "sessions"), ("cora", "sessions")]
+    assert entries[-1].detail == {"filters": ["patient_id", "flags"], "rows": 0}
+    assert "SYN-0000001" not in json.dumps([e.detail for e in entries])
+
+
+def test_the_list_filters_and_pages_like_the_page(coder: TestClient, data: DemoData) -> None:
+    serial, ids = next(iter(data.pumps.items()))
+    body = coder.get("/api/sessions", params={"pump_serial": serial, "sort": "oldest"}).json()
+    assert [i["session_id"] for i in body["items"]] == ids
+    seen: list[str] = []
+    params: dict[str, str | int] = {"limit": 4}
+    while True:
+        body = coder.get("/api/sessions", params=params).json()
+        seen += [i["session_id"] for i in body["items"]]
+        if body["next_cursor"] is None:
+            break
+        params = {"limit": 4, "cursor": body["next_cursor"]}
+    assert len(seen) == len(set(seen)) == len(data.session_ids)
+
+
+def test_bad_parameters_are_4xx_never_5xx(coder: TestClient) -> None:
+    assert coder.get("/api/sessions", params={"cursor": "garbage"}).status_code == 400
+    assert coder.get("/api/sessions", params={"profile": "nope"}).status_code == 400
+    assert coder.get("/api/sessions", params={"date_from": "2026-13-40"}).status_code == 422
+    assert coder.get("/api/sessions", params={"procedure": "12345"}).status_code == 422
+    assert coder.get("/api/sessions", params={"limit": 0}).status_code == 422
+    assert coder.get("/api/sessions", params={"flag": "nope"}).status_code == 422
+
+
+def test_one_session_is_the_stored_evidence_document(
+    coder: TestClient, data: DemoData, engine: Engine
+) -> None:
+    session_id = data.session_ids[5]
+    response = coder.get(f"/api/sessions/{session_id}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    with engine.connect() as connection:
+        stored = evidence_document_text(connection, session_id)
+    assert response.text == stored  # byte for byte, key order kept
+    document = response.json()
+    assert document["session_id"] == session_id
+    for key in (
+        "pump_serial",
+        "prior_session_id",
+        "refill",
+        "changes",
+        "codes",
+        "supplies",
+        "documentation",
+        "flags",
+    ):
+        assert key in document
+    assert [(e.actor, e.target) for e in exports(engine)] == [("cora", session_id)]
+
+
+def test_an_unknown_session_is_404_json(coder: TestClient) -> None:
+    response = coder.get("/api/sessions/nope")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no stored evidence for this session ID"}
+    assert coder.get("/api/nothing").json() == {"detail": "Not Found"}
+
+
+def test_the_openapi_document_describes_the_api(coder: TestClient) -> None:
+    document = coder.get("/openapi.json").json()
+    assert set(document["paths"]) == {"/api/sessions", "/api/sessions/{session_id}"}
+    list_op = document["paths"]["/api/sessions"]["get"]
+    names = {p["name"] for p in list_op["parameters"]}
+    assert {
+        "date_from",
+        "date_to",
+        "pump_serial",
+        "patient_id",
+        "profile",
+        "procedure",
+        "flag",
+        "flagged",
+        "sort",
+        "limit",
+        "cursor",
+    } <= names
+    assert {"200", "401", "400", "422"} <= set(list_op["responses"])
+    one = document["paths"]["/api/sessions/{session_id}"]["get"]
+    assert one["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/EvidenceOut"
+    )
+    schemes = document["components"]["securitySchemes"]
+    assert any(s["type"] == "apiKey" and s["in"] == "cookie" for s in schemes.values())
+
+
+def test_the_documented_enumerations_match_the_queries() -> None:
+    assert typing.get_args(ProcedureCode) == PROCEDURES
+    assert typing.get_args(SessionFlag) == SESSION_FLAGS

@@ -1,0 +1,285 @@
+"""The JSON API under `/api/` (issue "web view" item 5), documented at `/openapi.json`.
+
+- `GET /api/sessions`: the session list with the page's filters as query
+  parameters (`web.queries.SessionFilter`), keyset pages (`cursor`);
+- `GET /api/sessions/{session_id}`: the stored evidence document of
+  session-json.md "Evidence", byte for byte as stored.
+
+Same login as the pages (the session cookie); without it the answer is 401 with
+a JSON body. Every answer is an export and is recorded in the audit log
+(`export_api`): the target is the session ID or `sessions`, the detail names the
+filters used, never their values (a patient ID is a filter value).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyCookie
+from pydantic import BaseModel, ConfigDict, Field
+
+from db import audit
+from db.queries import evidence_document_text
+from web.auth import SESSION_COOKIE
+from web.context import app_state, current_user, record
+from web.queries import (
+    DEFAULT_PAGE_SIZE,
+    BadCursor,
+    Cursor,
+    SessionFilter,
+    list_sessions,
+)
+from web.users import User
+
+# Documents the cookie login in the OpenAPI security schemes; the check itself is
+# `current_user` (401 from the app's handler).
+cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="The session cookie set by POST /login (form fields username, password, csrf_token).",
+)
+
+router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(cookie_scheme)])
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class CodeOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    procedure: str | None
+    reprogrammed: bool
+    refill: bool
+    counterfactual: str | None = None
+
+
+class RefillOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    expected_residual_ul: int | None
+    recomputed_expected_ul: int | None
+    aspirated_ul: int | None
+    added_ul: int | None
+    new_volume_ul: int | None
+    discrepancy_ul: int | None
+
+
+class ChangeOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    parameter: str
+    category: str
+    before: Any = Field(description="canonical value (session-json.md Values); null when unknown")
+    after: Any = Field(description="canonical value (session-json.md Values); null when unknown")
+    when: Literal["in_session", "between_sessions", "reverted_in_session"]
+    reason: str | None
+    flags: list[str]
+
+
+class SupplyOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    hcpcs: str | None
+    units: int | None
+    drug: str
+    amount_ug: int | None
+
+
+class DocumentationOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    item: str
+    status: Literal["proven_by_log", "missing_from_log", "note_must_state"]
+
+
+class EvidenceOut(BaseModel):
+    """session-json.md "Evidence": one stored session's evidence document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: str
+    pump_serial: str
+    session_start_utc: str
+    prior_session_id: str | None
+    operator_role: str
+    refill: RefillOut | None
+    changes: list[ChangeOut]
+    codes: dict[str, CodeOut]
+    supplies: list[SupplyOut]
+    documentation: list[DocumentationOut]
+    flags: list[str]
+
+
+class SessionItem(BaseModel):
+    """One row of the session list."""
+
+    session_id: str
+    session_start_utc: str = Field(description="ISO 8601 UTC with Z")
+    session_start_local: str = Field(description="programmer-local time, no zone")
+    utc_offset_min: int
+    pump_serial: str
+    pump_model: str
+    patient_id: str | None
+    patient_name: str | None
+    operator_id: str
+    operator_role: str
+    refill: bool
+    codes: dict[str, str | None] = Field(description="CPT code under every profile")
+    flags: list[str]
+    conflicting_exports: bool
+    evidence: bool = Field(description="false until the session's evidence is derived")
+    href: str
+
+
+class SessionList(BaseModel):
+    profile: str = Field(description="the profile the procedure filter applies to")
+    count: int | None = Field(
+        description="matching sessions, counted up to 10,000 (then count_capped); "
+        "null when the filters allow no bounded count"
+    )
+    count_capped: bool
+    notes: list[str] = Field(description="e.g. a page that searched as far as it may")
+    items: list[SessionItem]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+ProcedureCode = Literal["62367", "62368", "62369", "62370", "95990", "95991"]
+SessionFlag = Literal[
+    "critical_alarm",
+    "battery_eri",
+    "changed_outside_sessions",
+    "discrepancy_over_threshold",
+    "no_prior_session",
+    "chain_gap",
+    "conflicting_exports",
+]
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "not logged in"}
+}
+
+
+def _iso_z(value: datetime) -> str:
+    return value.replace(microsecond=0).isoformat() + "Z"
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionList,
+    responses={**UNAUTHORIZED, 400: {"model": Problem, "description": "bad filter or cursor"}},
+    summary="List stored sessions",
+)
+def api_sessions(
+    request: Request,
+    *,
+    user: Annotated[User, Depends(current_user)],
+    date_from: Annotated[date | None, Query(description="programmer-local date, inclusive")] = None,
+    date_to: Annotated[date | None, Query(description="programmer-local date, inclusive")] = None,
+    pump_serial: Annotated[str | None, Query(max_length=32)] = None,
+    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    profile: Annotated[
+        str | None, Query(max_length=64, description="default: the rules' default")
+    ] = None,
+    procedure: Annotated[ProcedureCode | None, Query()] = None,
+    flag: Annotated[list[SessionFlag] | None, Query(description="all must be set")] = None,
+    flagged: Annotated[bool, Query(description="at least one session flag")] = False,
+    sort: Annotated[Literal["newest", "oldest", "pump"], Query()] = "newest",
+    limit: Annotated[int, Query(ge=1, le=500)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor or prev_cursor of a page")
+    ] = None,
+) -> Any:
+    state = app_state(request)
+    profiles = [p.name for p in state.rules.profiles]
+    chosen = profile or state.rules.default_profile
+    if chosen not in profiles:
+        return JSONResponse({"detail": f"unknown profile {chosen!r}"}, status_code=400)
+    flt = SessionFilter(
+        date_from=date_from,
+        date_to=date_to,
+        pump_serial=pump_serial or None,
+        patient_id=patient_id or None,
+        profile=chosen,
+        procedure=procedure,
+        flags=tuple(dict.fromkeys(flag or ())),
+        flagged=flagged,
+        sort=sort,
+    )
+    try:
+        page_cursor = Cursor.decode(cursor) if cursor else None
+    except BadCursor:
+        return JSONResponse({"detail": "cursor: not a cursor of this list"}, status_code=400)
+    with state.engine.connect() as connection:
+        page = list_sessions(
+            connection,
+            flt,
+            default_profile=state.rules.default_profile,
+            cursor=page_cursor,
+            limit=limit,
+        )
+    record(
+        request,
+        actor=user.username,
+        action=audit.EXPORT_API,
+        target="sessions",
+        detail={"filters": flt.active(), "rows": len(page.rows)},
+    )
+    return SessionList(
+        profile=chosen,
+        count=page.count,
+        count_capped=page.count_capped,
+        notes=page.notes,
+        items=[
+            SessionItem(
+                session_id=row.session_id,
+                session_start_utc=_iso_z(row.start_utc),
+                session_start_local=row.start_local.replace(microsecond=0).isoformat(),
+                utc_offset_min=row.utc_offset_min,
+                pump_serial=row.pump_serial,
+                pump_model=row.pump_model,
+                patient_id=row.patient_id,
+                patient_name=row.patient_name,
+                operator_id=row.operator_id,
+                operator_role=row.operator_role,
+                refill=row.has_refill,
+                codes=dict(row.codes),
+                flags=list(row.flags),
+                conflicting_exports=row.conflicting_exports,
+                evidence=row.has_evidence,
+                href=f"/api/sessions/{row.session_id}",
+            )
+            for row in page.rows
+        ],
+        next_cursor=page.next_cursor,
+        prev_cursor=page.prev_cursor,
+    )
+
+
+@router.get(
+    "/sessions/{session_id}",
+    response_model=EvidenceOut,
+    responses={
+        **UNAUTHORIZED,
+        404: {"model": Problem, "description": "no such session, or no evidence yet"},
+    },
+    summary="The evidence document of one session (session-json.md)",
+)
+def api_session(
+    request: Request,
+    session_id: str,
+    *,
+    user: Annotated[User, Depends(current_user)],
+) -> Response:
+    state = app_state(request)
+    with state.engine.connect() as connection:
+        text = evidence_document_text(connection, session_id) if len(session_id) <= 64 else None
+    if text is None:
+        return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
+    record(request, actor=user.username, action=audit.EXPORT_API, target=session_id)
+    return Response(content=text.encode("utf-8"), media_type="application/json")

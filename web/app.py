@@ -1,0 +1,418 @@
+"""The web app factory: `create_app(settings_or_db_url, ...)` (issue "web view" item 1).
+
+FastAPI with Jinja2 templates (autoescaped), one small hand-written stylesheet and
+one tiny script, no CDN. What every response gets:
+
+- security headers: a strict Content-Security-Policy (only this site's styles,
+  images and script; no frames, no foreign form targets), `nosniff`, `no-store` caching of
+  everything but the static files; referrers only to this site (list URLs may
+  carry a patient ID filter);
+- the refreshed session cookie when the idle timeout slides (`web.auth`);
+- an access log line (logger `pumptrail.web.access`, event `http_request`,
+  key=value fields as `ingest.logging_setup` writes them): the method, the
+  *route template* (`/sessions/{session_id}`, never the concrete path or the
+  query string, which may hold a patient ID or a pump serial), the status, the
+  milliseconds taken and the user name. `pumptrail serve` switches uvicorn's
+  own access log off.
+
+A POST whose `Origin` names another site is refused before any route runs
+(besides each form's CSRF token). Not logged in: a page request is redirected to
+`/login?next=...`, an API request (and `/openapi.json`) gets 401 with a JSON body.
+
+At start the app fills in the per-profile code index (`web.queries`, table
+`evidence_codes`) in a background thread, then checks it every
+`sync_codes_seconds` (two index-only counts; work only when they differ).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+import platformdirs
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from db.engine import normalize_url, sqlite_path, write_transaction
+from db.migrate import open_database
+from evidence import Rules, load_rules
+from ingest.logging_setup import log_event
+from web import api, views
+from web.auth import SESSION_COOKIE, SessionCodec, cookie_flags, load_secret
+from web.context import (
+    AppState,
+    CsrfRefused,
+    Forbidden,
+    LoginRequired,
+    WebConfig,
+    app_state,
+    current_user,
+    is_secure,
+    render,
+)
+from web.queries import code_index_counts, index_sessions, unindexed
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("pumptrail.web.access")
+
+WEB_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
+
+
+def _software_version() -> str:
+    try:
+        return metadata.version("pumptrail")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _config_from(settings_or_db_url: Any, overrides: dict[str, Any]) -> WebConfig:
+    """A WebConfig from `pumptrail.settings.Settings` (duck-typed) or a database URL."""
+    if isinstance(settings_or_db_url, WebConfig):
+        config = settings_or_db_url
+    elif isinstance(settings_or_db_url, str):
+        url = normalize_url(settings_or_db_url)
+        data_dir = overrides.pop("data_dir", None)
+        if data_dir is None:
+            path = sqlite_path(url)
+            data_dir = (
+                path.parent
+                if path is not None
+                else Path(platformdirs.user_data_dir("pumptrail", appauthor=False))
+            )
+        data_dir = Path(data_dir)
+        config = WebConfig(
+            db_url=settings_or_db_url,
+            data_dir=data_dir,
+            raw_store=Path(overrides.pop("raw_store", data_dir / "raw")),
+            inbox=Path(overrides.pop("inbox", data_dir / "inbox")),
+            quarantine=Path(overrides.pop("quarantine", data_dir / "quarantine")),
+        )
+    else:
+        settings = settings_or_db_url
+        config = WebConfig(
+            db_url=str(settings.db),
+            data_dir=Path(settings.data_dir),
+            raw_store=Path(settings.raw_store),
+            inbox=Path(settings.inbox),
+            quarantine=Path(settings.quarantine),
+            due_within_days=int(getattr(settings, "due_within_days", 14)),
+        )
+    if "version" not in overrides and config.version == "unknown":
+        overrides["version"] = _software_version()
+    return replace(config, **overrides) if overrides else config
+
+
+class CodeIndexer:
+    """Fills in `evidence_codes` now and then, in a daemon thread (see `web.queries`).
+
+    Each round first compares two index-only counts (about 70 ms at 1,000,000
+    sessions, no lock taken); only when they differ, and differ otherwise than at
+    the end of the previous round, are the missing sessions looked up and indexed,
+    in write transactions of `batch` sessions.
+    """
+
+    def __init__(
+        self, engine: Engine, every_s: float | None, default_profile: str, batch: int = 2000
+    ) -> None:
+        self.engine = engine
+        self.every_s = every_s
+        self.default_profile = default_profile
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._settled: tuple[int, int] | None = None
+
+    def run_once(self) -> int:
+        with self.engine.connect() as connection:
+            counts = code_index_counts(connection, self.default_profile)
+        if counts[0] == counts[1] or counts == self._settled:
+            return 0
+        total = 0
+        while not self._stop.is_set():
+            with self.engine.connect() as connection:
+                pks = unindexed(connection, self.batch)
+            if pks:
+                with write_transaction(self.engine) as connection:
+                    index_sessions(connection, pks)
+                total += len(pks)
+            if len(pks) < self.batch:
+                break
+        with self.engine.connect() as connection:
+            self._settled = code_index_counts(connection, self.default_profile)
+        if total:
+            log.info("code index: %d session(s) indexed", total)
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:  # the index is a convenience: never kill the app
+                log.warning("code index repair failed: %s", type(exc).__name__)
+            if not self.every_s:
+                return
+            self._stop.wait(self.every_s)
+
+    def start(self) -> None:
+        if self.every_s is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="pumptrail-code-index", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def create_app(
+    settings_or_db_url: Any,
+    *,
+    rules: Rules | None = None,
+    secret: str | None = None,
+    engine: Engine | None = None,
+    **overrides: Any,
+) -> FastAPI:
+    """The web app on a database.
+
+    `settings_or_db_url`: resolved `pumptrail.settings.Settings`, a `WebConfig`, or
+    a database URL (then `data_dir` defaults to the SQLite file's folder).
+    Keyword `overrides` set `WebConfig` fields (`idle_minutes`, `secure_cookies`,
+    `sync_codes_seconds` (None: never), `data_dir`, `raw_store`, `inbox`,
+    `quarantine`, `due_within_days`, `version`). `secret` defaults to the content of
+    `<data_dir>/web-secret`, created 0600 on first run.
+    """
+    config = _config_from(settings_or_db_url, dict(overrides))
+    own_engine = engine is None
+    engine = engine or open_database(config.db_url)
+    rules = rules or load_rules()
+    codec = SessionCodec(
+        secret or load_secret(config.data_dir),
+        idle_timeout_s=config.idle_minutes * 60,
+        max_age_s=config.max_hours * 3600,
+    )
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    templates = Jinja2Templates(env=environment)
+    indexer = CodeIndexer(engine, config.sync_codes_seconds, rules.default_profile)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        indexer.start()
+        try:
+            yield
+        finally:
+            indexer.stop()
+            if own_engine:
+                engine.dispose()
+
+    app = FastAPI(
+        title="pumptrail",
+        version=config.version,
+        summary="Evidence from implanted drug-pump programmer sessions",
+        description=(
+            "JSON API of the pumptrail web view. Log in with POST /login (form fields "
+            "`username`, `password` and the `csrf_token` of GET /login), then send the "
+            "`pt_session` cookie. Evidence documents follow session-json.md."
+        ),
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.pumptrail = AppState(
+        config=config, engine=engine, rules=rules, codec=codec, templates=templates
+    )
+    app.state.code_indexer = indexer
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.include_router(views.router)
+    app.include_router(api.router)
+
+    profile_names = [p.name for p in rules.profiles]
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with the configured payer profiles as the `profile` enum."""
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path in document.get("paths", {}).values():
+                for operation in path.values():
+                    for parameter in operation.get("parameters", ()):
+                        if parameter.get("name") == "profile":
+                            parameter["schema"] = {"enum": profile_names, "type": "string"}
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document(request: Request) -> JSONResponse:
+        current_user(request)
+        return JSONResponse(app.openapi())
+
+    _install_handlers(app)
+    _install_middleware(app)
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/api/") or path in {"/api", "/openapi.json"}
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired) -> Response:
+        if _wants_json(request):
+            return JSONResponse(
+                {"detail": "not logged in"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Cookie realm="pumptrail", form="/login"'},
+            )
+        target = request.url.path
+        if request.method == "GET" and request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse("/login?next=" + quote(target, safe=""), status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=403)
+        return render(
+            request,
+            "error.html",
+            {"heading": "Not allowed", "message": exc.message},
+            status_code=403,
+        )
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
+        message = (
+            "The form was refused: its security token is missing or out of date. "
+            "Go back, reload the page and try again."
+        )
+        return render(
+            request,
+            "error.html",
+            {"heading": "Form refused", "message": message},
+            status_code=403,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_json(request) or exc.status_code not in (404, 405):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        heading = "Not found" if exc.status_code == 404 else "Not allowed here"
+        return render(
+            request,
+            "error.html",
+            {"heading": heading, "message": "There is no such page."},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        if _wants_json(request):
+            return JSONResponse({"detail": problems}, status_code=422)
+        return render(
+            request,
+            "error.html",
+            {"heading": "Request refused", "message": "Some fields were not valid."},
+            status_code=422,
+        )
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        # No Origin, or an opaque one (privacy settings): the CSRF token decides.
+        return True
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def _install_middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def frame(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        if request.method == "POST" and not _same_origin(request):
+            response: Response = JSONResponse(
+                {"detail": "cross-site form refused"}, status_code=403
+            )
+        else:
+            response = await call_next(request)
+        refreshed = getattr(request.state, "set_cookie", None)
+        if refreshed:
+            state = app_state(request)
+            response.set_cookie(
+                SESSION_COOKIE,
+                refreshed,
+                **cookie_flags(secure=is_secure(request), max_age=state.config.max_hours * 3600),
+            )
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "private, max-age=3600")
+        else:
+            response.headers["Cache-Control"] = "no-store"
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "(no route)"
+        user = getattr(request.state, "user", None)
+        log_event(
+            access_log,
+            "http_request",
+            method=request.method,
+            route=template,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            user=user.username if user else "-",
+        )
+        return response

@@ -1,0 +1,229 @@
+"""Browser sessions, CSRF tokens, the signing secret and the login throttle.
+
+A browser session is a signed cookie (itsdangerous, HMAC-SHA1 over a key derived
+from the secret) holding the account id, the account's `session_version` when the
+cookie was issued, a CSRF token and the login time. Nothing is stored per
+session on the server, so viewing a page writes nothing but the audit row:
+
+- idle timeout: the signature's timestamp is the last activity; a cookie older
+  than the idle timeout is refused, and each request re-issues it (at most once a
+  minute) so activity keeps it alive; a login lasts at most `max_age` in all;
+- logout, a role, password or disable change increment the account's
+  `session_version`, so every cookie issued before is refused;
+- the cookie is HttpOnly, SameSite=Strict, path `/`, and Secure when the request
+  came over https (or always, when configured);
+- every form carries the session's CSRF token in the hidden field `csrf_token`;
+  the login form, shown before any session exists, takes its token from a short
+  pre-login cookie of its own. Tokens compare in constant time.
+
+The secret lives in `<data_dir>/web-secret`, created 0600 on first run.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE: Final = "pt_session"
+LOGIN_COOKIE: Final = "pt_login"
+CSRF_FIELD: Final = "csrf_token"
+SECRET_FILE: Final = "web-secret"  # noqa: S105 - the file name, not a secret
+SECRET_BYTES: Final = 48
+# A cookie is re-issued when its signature is older than this (sliding idle timeout).
+REFRESH_AFTER_S: Final = 60
+LOGIN_FORM_MAX_AGE_S: Final = 3600
+
+
+class SecretError(Exception):
+    """The secret file cannot be created or read; the message names it."""
+
+
+def load_secret(data_dir: Path) -> str:
+    """The signing secret from `<data_dir>/web-secret`, created 0600 when missing.
+
+    A file readable by others is made 0600 again (with a warning); an empty or
+    unreadable one is an error.
+    """
+    path = Path(data_dir) / SECRET_FILE
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SecretError(f"{path}: cannot create: {exc.strerror or exc}") from exc
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
+        log.info("created the web signing secret %s", path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s was readable by others (mode %o): made 0600", path, mode)
+            os.chmod(path, 0o600)
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretError(f"{path}: cannot read: {exc}") from exc
+    if len(text) < 32:
+        raise SecretError(f"{path}: the secret is shorter than 32 characters")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    """What a valid session cookie says."""
+
+    user_id: int
+    version: int
+    csrf: str
+    login_at: int
+    # When the cookie was last signed (seconds since the epoch).
+    signed_at: int
+
+
+class SessionCodec:
+    """Signs and checks the session and pre-login cookies."""
+
+    def __init__(self, secret: str, *, idle_timeout_s: int, max_age_s: int) -> None:
+        self.idle_timeout_s = idle_timeout_s
+        self.max_age_s = max_age_s
+        self._session = URLSafeTimedSerializer(secret, salt="pumptrail-session")
+        self._login = URLSafeTimedSerializer(secret, salt="pumptrail-login-form")
+
+    def issue(
+        self, user_id: int, version: int, *, csrf: str | None = None, login_at: int | None = None
+    ) -> str:
+        payload = {
+            "u": user_id,
+            "v": version,
+            "c": csrf or new_token(),
+            "t": int(time.time()) if login_at is None else login_at,
+        }
+        return self._session.dumps(payload)
+
+    def read(self, cookie: str | None) -> BrowserSession | None:
+        """The session of a cookie, or None when absent, forged, idle too long or too old."""
+        if not cookie:
+            return None
+        try:
+            payload, signed = self._session.loads(
+                cookie, max_age=self.idle_timeout_s, return_timestamp=True
+            )
+        except (SignatureExpired, BadSignature):
+            return None
+        session = _session_from(payload, int(signed.timestamp()))
+        if session is None or time.time() - session.login_at > self.max_age_s:
+            return None
+        return session
+
+    def refreshed(self, session: BrowserSession) -> str | None:
+        """A new cookie for an active session when the current one is getting old."""
+        if time.time() - session.signed_at < REFRESH_AFTER_S:
+            return None
+        return self.issue(
+            session.user_id, session.version, csrf=session.csrf, login_at=session.login_at
+        )
+
+    def issue_login_form(self) -> tuple[str, str]:
+        """(cookie value, token) for a login form shown before any session exists."""
+        token = new_token()
+        return self._login.dumps({"c": token}), token
+
+    def read_login_form(self, cookie: str | None) -> str | None:
+        if not cookie:
+            return None
+        try:
+            payload = self._login.loads(cookie, max_age=LOGIN_FORM_MAX_AGE_S)
+        except (SignatureExpired, BadSignature):
+            return None
+        token = payload.get("c") if isinstance(payload, Mapping) else None
+        return token if isinstance(token, str) and token else None
+
+
+def _session_from(payload: Any, signed_at: int) -> BrowserSession | None:
+    if not isinstance(payload, Mapping):
+        return None
+    user_id, version, csrf, login_at = (payload.get(k) for k in ("u", "v", "c", "t"))
+    if not (
+        isinstance(user_id, int)
+        and isinstance(version, int)
+        and isinstance(csrf, str)
+        and csrf
+        and isinstance(login_at, int)
+    ):
+        return None
+    return BrowserSession(user_id, version, csrf, login_at, signed_at)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def tokens_match(expected: str | None, given: str | None) -> bool:
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+
+
+class LoginThrottle:
+    """Refuses logins for a user name after too many failures in a window.
+
+    In memory, per process: a brake on password guessing through the form, not a
+    lockout an attacker could use to keep a coder out for long.
+    """
+
+    def __init__(self, *, failures: int = 10, window_s: float = 900.0) -> None:
+        self.failures = failures
+        self.window_s = window_s
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._seen.setdefault(key, deque())
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def blocked(self, username: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return len(self._recent(username.lower(), now)) >= self.failures
+
+    def failed(self, username: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > 10_000:  # many distinct names: forget the oldest state
+                self._seen.clear()
+            self._recent(username.lower(), now).append(now)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._seen.pop(username.lower(), None)
+
+
+def cookie_flags(*, secure: bool, max_age: int | None) -> dict[str, Any]:
+    """Keyword arguments of `Response.set_cookie` for every cookie the app sets."""
+    flags: dict[str, Any] = {
+        "httponly": True,
+        "samesite": "strict",
+        "secure": secure,
+        "path": "/",
+    }
+    if max_age is not None:
+        flags["max_age"] = max_age
+    return flags

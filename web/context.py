@@ -1,0 +1,211 @@
+"""Per-app state and per-request helpers: who is logged in, roles, CSRF, audit, templates.
+
+Every route but `/login` and the static files goes through `current_user` (or
+`require`): without a valid session cookie a page request is redirected to the
+login page and an API request gets 401 (`LoginRequired`, handled in `web.app`).
+Every POST route calls `check_csrf` first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import Engine
+from starlette.responses import Response
+
+from db import audit
+from db.engine import write_transaction
+from evidence import Rules
+from web.auth import (
+    CSRF_FIELD,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    BrowserSession,
+    LoginThrottle,
+    SessionCodec,
+    cookie_flags,
+    tokens_match,
+)
+from web.users import User, get_user
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the web app needs from the settings (`pumptrail.settings`), resolved."""
+
+    db_url: str
+    data_dir: Path
+    raw_store: Path
+    inbox: Path
+    quarantine: Path
+    due_within_days: int = 14
+    # Minutes of inactivity after which a login ends; hours a login lasts at most.
+    idle_minutes: int = 30
+    max_hours: int = 12
+    # True: always Secure cookies; None: Secure when the request came over https.
+    secure_cookies: bool | None = None
+    # Seconds between repairs of the per-profile code index (0: only at start).
+    sync_codes_seconds: float = 60.0
+    version: str = "unknown"
+
+
+@dataclass
+class AppState:
+    config: WebConfig
+    engine: Engine
+    rules: Rules
+    codec: SessionCodec
+    templates: Jinja2Templates
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+
+
+class LoginRequired(Exception):
+    """No valid session: a page redirects to /login, the API answers 401."""
+
+
+class Forbidden(Exception):
+    """Logged in, but the role does not allow this (403)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CsrfRefused(Exception):
+    """A form without its CSRF token, or with a wrong one (403)."""
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.pumptrail
+    return state
+
+
+def is_secure(request: Request) -> bool:
+    configured = app_state(request).config.secure_cookies
+    return request.url.scheme == "https" if configured is None else configured
+
+
+def browser_session(request: Request) -> BrowserSession | None:
+    cached: BrowserSession | bool | None = getattr(request.state, "browser_session", False)
+    if cached is not False and not isinstance(cached, bool):
+        return cached
+    if cached is None:
+        return None
+    session = app_state(request).codec.read(request.cookies.get(SESSION_COOKIE))
+    request.state.browser_session = session
+    return session
+
+
+def optional_user(request: Request) -> User | None:
+    """The logged-in account, or None (no cookie, expired, logged out, disabled)."""
+    cached: User | bool | None = getattr(request.state, "user", False)
+    if cached is not False and not isinstance(cached, bool):
+        return cached
+    if cached is None:
+        return None
+    state = app_state(request)
+    session = browser_session(request)
+    user = None
+    if session is not None:
+        with state.engine.connect() as connection:
+            found = get_user(connection, session.user_id)
+        if found is not None and not found.disabled and found.session_version == session.version:
+            user = found
+            refreshed = state.codec.refreshed(session)
+            if refreshed is not None:
+                request.state.set_cookie = refreshed
+    request.state.user = user
+    return user
+
+
+def current_user(request: Request) -> User:
+    user = optional_user(request)
+    if user is None:
+        raise LoginRequired
+    return user
+
+
+def require(role: str) -> Callable[[Request], User]:
+    """A dependency: the logged-in account, which must hold at least `role`."""
+
+    def dependency(request: Request) -> User:
+        user = current_user(request)
+        if not user.can(role):
+            raise Forbidden(f"this page is for the {role} role and above; you are a {user.role}")
+        return user
+
+    return dependency
+
+
+def csrf_token(request: Request) -> str:
+    session = browser_session(request)
+    return "" if session is None else session.csrf
+
+
+def check_csrf(request: Request, given: str | None) -> None:
+    """Refuse a POST whose form token is not the session's (or the login form's)."""
+    session = browser_session(request)
+    expected = session.csrf if session is not None else None
+    if expected is None:
+        expected = app_state(request).codec.read_login_form(request.cookies.get(LOGIN_COOKIE))
+    if not tokens_match(expected, given):
+        raise CsrfRefused
+
+
+def set_session_cookie(request: Request, response: Response, value: str) -> None:
+    state = app_state(request)
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        **cookie_flags(secure=is_secure(request), max_age=state.config.max_hours * 3600),
+    )
+
+
+def clear_session_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=is_secure(request), httponly=True, samesite="strict"
+    )
+
+
+def record(
+    request: Request,
+    *,
+    actor: str,
+    action: str,
+    target: str = "",
+    detail: Mapping[str, object] | None = None,
+) -> None:
+    """Append an audit entry in its own write transaction (before the content is sent)."""
+    with write_transaction(app_state(request).engine) as connection:
+        audit.append(connection, actor=actor, action=action, target=target[:128], detail=detail)
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> Response:
+    """A page: the template with the common context (user, CSRF token, version, nav)."""
+    state = app_state(request)
+    user = getattr(request.state, "user", None)
+    values: dict[str, Any] = {
+        "user": user or None,
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": csrf_token(request),
+        "version": state.config.version,
+        "default_profile": state.rules.default_profile,
+        "nav": "",
+    }
+    if context:
+        values.update(context)
+    return state.templates.TemplateResponse(request, template, values, status_code=status_code)
