@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from db.codec import StoredEvent, loads, session_from_document
 from db.models import events, evidence, evidence_flags, pumps, sessions
+from db.users import evidence_codes
 from parsers.model import Position, Session
 
 
@@ -358,6 +359,8 @@ class EvidenceRecord:
     rules_version: str
     parser_version: str
     derived_at: datetime
+    # (profile, procedure) for every configured profile: the `evidence_codes` rows.
+    codes: tuple[tuple[str, str | None], ...] = ()
 
 
 def flags_text(flags: Sequence[str]) -> str:
@@ -400,6 +403,14 @@ def replace_evidence(
     flag_rows = [{"session_pk": r.session_pk, "flag": flag} for r in records for flag in r.flags]
     if flag_rows:
         connection.execute(INSERT_EVIDENCE_FLAGS, flag_rows)
+    # The old code rows went with the old evidence rows (ON DELETE CASCADE).
+    code_rows = [
+        {"session_pk": r.session_pk, "profile": profile, "procedure": procedure}
+        for r in records
+        for profile, procedure in r.codes
+    ]
+    if code_rows:
+        connection.execute(insert(evidence_codes), code_rows)
 
 
 def evidence_query(*, session_id: str | None = None, pump_serial: str | None = None) -> Select[Any]:

@@ -74,6 +74,7 @@ _SEEN = (
         raw_files.c.error,
         raw_files.c.source_format,
         sessions.c.session_id,
+        raw_files.c.parser_version,
     )
     .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
     .where(raw_files.c.sha256 == bindparam("sha256"))
@@ -287,7 +288,13 @@ class Importer:
         row = connection.execute(_SEEN, {"sha256": digest}).first()
         if row is None:
             return None
-        first_name, status, error_text, source_format, session_id = row
+        first_name, status, error_text, source_format, session_id, parser_version = row
+        if status == "refused" and parser_version != PARSER_VERSION:
+            # Refused by an older parser: this one decodes the bytes afresh (an upgrade,
+            # or an admin's re-queue after one). The old refusal stays in the audit log.
+            connection.execute(delete(raw_files).where(raw_files.c.sha256 == digest))
+            log.info("file %s: refused by %s before, decoding again", digest[:12], parser_version)
+            return None
         if status == "refused":
             error = loads(error_text) if error_text else None
             reason = error.get("message", "refused") if isinstance(error, dict) else "refused"
@@ -604,6 +611,10 @@ def evidence_record(
         rules_version=rules.version,
         parser_version=PARSER_VERSION,
         derived_at=derived_at,
+        codes=tuple(
+            (str(profile), entry.get("procedure"))
+            for profile, entry in document.get("codes", {}).items()
+        ),
     )
 
 

@@ -19,9 +19,10 @@ A POST whose `Origin` names another site is refused before any route runs
 (besides each form's CSRF token). Not logged in: a page request is redirected to
 `/login?next=...`, an API request (and `/openapi.json`) gets 401 with a JSON body.
 
-At start the app fills in the per-profile code index (`web.queries`, table
-`evidence_codes`) in a background thread, then checks it every
-`sync_codes_seconds` (two index-only counts; work only when they differ).
+The import pipeline writes the per-profile code index (table `evidence_codes`)
+with the evidence. At start the app checks it for rows written by other means (a
+bulk load) in a background thread, then every `sync_codes_seconds` (two
+index-only counts; work only when they differ).
 """
 
 from __future__ import annotations

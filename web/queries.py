@@ -27,12 +27,12 @@ The session list stays fast at 1,000,000 sessions (issue "web view" item 3):
   index by writing the pump join key `pump_id + 0` (no index serves it), so
   SQLite cannot choose to walk every pump and sort.
 
-`evidence_codes` rows are written by `index_codes` (the import pipeline should
-call it after storing evidence) and filled in by `sync_codes` (the web app runs
-it at start and then every minute). Storing evidence again deletes the old rows
-(ON DELETE CASCADE from `evidence`), so a row is never stale: until the index
-catches up, a re-derived session is missing from a non-default profile's code
-filter, never listed under a code it no longer has. The codes a page shows are
+`evidence_codes` rows are written with the evidence, in the same transaction
+(`db.queries.replace_evidence`, from the import pipeline and replay --apply).
+`sync_codes` fills in rows that something else left out (a database bulk-loaded
+by hand or by a benchmark); the web app runs it at start and then every minute.
+Storing evidence again deletes the old rows (ON DELETE CASCADE from `evidence`),
+so a row is never stale. The codes a page shows are
 always read from the evidence document.
 Patient identifiers are filter values here and nothing else: never logged.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from db import queries
 from db.models import (
@@ -30,6 +30,7 @@ from fixtures.scenario import Scenario
 from fixtures.scenarios import VisitPlan, drain, new_pump, visit
 from ingest.pipeline import Importer, walk_folder
 from ingest.rawstore import RawStore
+from parsers.errors import DecodeError
 from parsers.model import Session
 from parsers.params import MAX_FILE_BYTES
 from parsers.records import PatientRec
@@ -279,6 +280,33 @@ def test_refused_bytes_offered_again_are_refused_again(db_url: str, tmp_path: Pa
     assert "refused before: offset 0x0: not a pump session export" in second.detail
 
 
+def test_bytes_refused_by_an_older_parser_are_decoded_again(db_url: str, tmp_path: Path) -> None:
+    """After an upgrade (or an admin's re-queue after one) refused bytes get a new decode."""
+    scenario = history(5, visits=1)[0]
+    path = write(tmp_path, "late.psl", binary(scenario))
+
+    def old_parser(data: bytes, *, source: str) -> Session:
+        raise DecodeError("record_crc", "record CRC mismatch", source=source)
+
+    with importer(db_url, tmp_path / "raw") as imp:
+        refusing = Importer(imp.engine, imp.store, imp.rules, decode=old_parser)
+        assert refusing.import_path(path).outcome == "refused"
+        # The same parser version refuses the bytes again without decoding them.
+        assert imp.import_path(path).outcome == "refused"
+        with imp.engine.begin() as connection:
+            connection.execute(update(raw_files).values(parser_version="pumptrail-parsers/0"))
+        result = imp.import_path(path)
+        assert result.outcome == "imported"
+        assert result.session_id == scenario.header.session_id
+        assert count(imp, raw_files) == 1
+        assert count(imp, sessions) == 1
+        with imp.engine.connect() as connection:
+            status, version = connection.execute(
+                select(raw_files.c.status, raw_files.c.parser_version)
+            ).one()
+    assert (status, version) == ("imported", PARSER_VERSION)
+
+
 def test_file_over_the_size_limit_is_refused_unread(db_url: str, tmp_path: Path) -> None:
     big = tmp_path / "big.psl"
     with big.open("wb") as handle:
@@ -481,3 +509,22 @@ def test_logs_name_no_patient_and_no_file(
         assert patient.patient_id not in text
         assert patient.patient_name not in text
     assert "Doe_Jane_MRN" not in text
+
+
+def test_import_writes_the_code_of_every_profile_with_the_evidence(
+    db_url: str, tmp_path: Path
+) -> None:
+    from db.users import evidence_codes
+
+    scenario = history(6, visits=1)[0]
+    with importer(db_url, tmp_path / "raw") as imp:
+        assert imp.import_path(write(tmp_path, "v.psl", binary(scenario))).outcome == "imported"
+        with imp.engine.connect() as connection:
+            rows = dict(
+                connection.execute(select(evidence_codes.c.profile, evidence_codes.c.procedure))
+                .tuples()
+                .all()
+            )
+        document = stored_evidence(imp)[0]
+    assert rows == {profile: code["procedure"] for profile, code in document["codes"].items()}
+    assert set(rows) >= {"rate-dose", "rate-dose-alarms", "any-setting"}
