@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench.bench_import",
     "bench.bench_evidence_lookup",
     "bench.bench_latency",
+    "bench.bench_backfill",
     "bench.bench_web",
     "bench.bench_replay",
 )

@@ -87,6 +87,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serial_port", str, "", "serial device of the programmer dock (empty: no receiver)"),
     Setting("serial_baud", int, 115200, "serial line speed (8N1, no flow control)"),
     Setting("due_within_days", int, 14, "refill-due report: pumps due within this many days"),
+    Setting(
+        "retry_max_seconds",
+        float,
+        60.0,
+        "longest wait between import retries while the database is unreachable",
+    ),
+    Setting(
+        "outage_log_seconds",
+        float,
+        60.0,
+        "while the database is unreachable, log the outage at most once per this many seconds",
+    ),
     Setting("host", str, "127.0.0.1", "address the web view listens on"),
     Setting("port", int, 8300, "port the web view listens on"),
     Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -226,6 +238,19 @@ def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = N
     return load(cli=cli, environ=environ, config_file=Path(config) if config else None)
 
 
+def _markdown_default(setting: Setting) -> str:
+    if setting.name == "data_dir":
+        return "the user data folder (`~/.local/share/pumptrail` on Linux)"
+    if setting.default == "":
+        return "empty"
+    return f"`{setting.default}`"
+
+
+def _markdown_text(text: str) -> str:
+    """Help text in a table cell: no HTML tags, no column breaks."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
 def markdown_table(render_default: Callable[[Setting], str] | None = None) -> str:
     """The settings section of the docs, generated from the declarations."""
     lines = [
@@ -233,11 +258,9 @@ def markdown_table(render_default: Callable[[Setting], str] | None = None) -> st
         "|---|---|---|---|---|",
     ]
     for s in SETTINGS:
-        default = render_default(s) if render_default else str(s.default)
-        if s.name == "data_dir":
-            default = "user data dir (`~/.local/share/pumptrail`)"
+        default = render_default(s) if render_default else _markdown_default(s)
         lines.append(
             f"| `{s.name}` | `{ENV_PREFIX}{s.name.upper()}` | `--{s.name.replace('_', '-')}` "
-            f"| `{default}` | {s.help} |"
+            f"| {default} | {_markdown_text(s.help)} |"
         )
     return "\n".join(lines) + "\n"

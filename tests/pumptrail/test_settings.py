@@ -38,7 +38,10 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
 
 
 def test_bad_values_name_the_setting_and_source(tmp_path: Path) -> None:
-    with pytest.raises(settings.SettingsError, match="environment PUMPTRAIL_SERIAL_BAUD: setting serial_baud: expected int, found 'fast'"):
+    with pytest.raises(
+        settings.SettingsError,
+        match="environment PUMPTRAIL_SERIAL_BAUD: setting serial_baud: expected int, found 'fast'",
+    ):
         settings.load(environ={"PUMPTRAIL_SERIAL_BAUD": "fast"})
     config = tmp_path / "bad.toml"
     config.write_text("pol_seconds = 1\n")
