@@ -77,6 +77,14 @@ SETTINGS: tuple[Setting, ...] = (
         "content-addressed copy of every imported file (SHA-256, read-only)",
         derived=True,
     ),
+    Setting(
+        "rules_dir",
+        Path,
+        "{data_dir}/rules",
+        "a clinic's rule files (profiles.toml, roles.toml, thresholds.toml, drugs.toml) "
+        "extending the built-in payer profiles and code tables; absent files: built-ins",
+        derived=True,
+    ),
     Setting("poll_seconds", float, 2.0, "seconds between inbox polls"),
     Setting(
         "settle_seconds",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -16,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db.engine import DatabaseUrlError, make_engine, safe_url_text
 from db.migrate import SchemaError, current_revision, head_revision, open_database, upgrade
+from evidence import Rules, RulesError, load_rules
 from pumptrail import settings
 
 DB_SETTINGS = ("db", "data_dir")
@@ -43,6 +45,14 @@ def open_from_settings(resolved: settings.Settings) -> Engine:
         raise CommandError(str(exc)) from exc
     except SQLAlchemyError as exc:
         raise _db_error(resolved.db, exc) from exc
+
+
+def load_clinic_rules(resolved: settings.Settings, folder: Path | None = None) -> Rules:
+    """The evidence rules: built-in tables extended by the `rules_dir` folder (or `folder`)."""
+    try:
+        return load_rules(folder if folder is not None else Path(resolved.values["rules_dir"]))
+    except RulesError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def resolve(args: argparse.Namespace) -> settings.Settings:

@@ -1,49 +1,183 @@
-"""`pumptrail demo`: see pumptrail work on synthetic data, with nothing to configure.
+"""`pumptrail demo` (`make demo`): the main job on the embedded default, nothing to set up.
 
-Decodes the golden fixture corpus shipped in `fixtures/` and prints, per file, the
-session it holds or why it was refused, then a summary.
+In a demo data folder (`./demo-data` unless `--data-dir` says otherwise) it:
+
+1. opens the SQLite database there (created on first run);
+2. creates three demo accounts, one per role, and prints their passwords;
+3. drops a year of synthetic programmer exports for three pumps into the demo
+   inbox: binary and CSV exports (three locales), one visit exported twice, a
+   broken export and a file that is not an export at all;
+4. runs the service (`pumptrail run`: inbox watcher, archive, quarantine, refills
+   due) and the web view (`pumptrail serve`) in one process until Ctrl-C.
+
+`--once` imports what is in the inbox, prints the result and exits without the
+web view (what the tests run). Everything is synthetic: no real patient.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import Counter
+import random
+import sys
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from parsers.errors import DecodeError
-from parsers.registry import decode_file
+from db.migrate import open_database
+from evidence import load_rules
+from fixtures.binary_writer import Breakage, encode_binary
+from fixtures.csv_writer import Locale, encode_csv
+from fixtures.scenarios import pump_history
+from ingest.logging_setup import configure_logging
+from ingest.service import Service
+from pumptrail import __version__, settings
+from web.users import AccountError, add_user, find_user
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+DEMO_ACCOUNTS = (
+    ("coder.demo", "coder"),
+    ("auditor.demo", "auditor"),
+    ("admin.demo", "admin"),
+)
+DEMO_PASSWORD = "demo-password"  # noqa: S105 - synthetic demo data, printed on purpose
+DEMO_SEED = 20261127
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="run pumptrail on the synthetic demo data")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="fixture folder to decode")
+    parser = subparsers.add_parser(
+        "demo", help="run the service and the web view on synthetic demo data"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("demo-data"),
+        help="demo data folder (default ./demo-data; delete it to start over)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="web view address (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8300, help="web view port (8300)")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="import the demo inbox, print the result and exit (no web view)",
+    )
     parser.set_defaults(handler=run)
 
 
+def demo_exports(rng: random.Random) -> dict[str, bytes]:
+    """A year of visits of three pumps, as a clinic's inbox would receive them."""
+    files: dict[str, bytes] = {}
+    locales: tuple[Locale, ...] = ("ISO", "en-US", "de-DE")
+    for pump_no in range(3):
+        visits = list(pump_history(rng, visits=7, start=datetime(2025, 11, 3 + pump_no * 2, 9, 30)))
+        for n, scenario in enumerate(visits):
+            stem = f"{scenario.header.pump_serial}_{scenario.header.session_start_local:%Y%m%d}"
+            if n % 3 == 1:
+                locale = locales[pump_no]
+                files[f"{stem}.csv"] = encode_csv(
+                    scenario, locale=locale, delimiter=";" if locale == "de-DE" else ","
+                )
+            else:
+                files[f"{stem}.psl"] = encode_binary(scenario)
+            if pump_no == 0 and n == 2:
+                # The same visit exported twice, once per format: stored once.
+                files[f"{stem}_copy.csv"] = encode_csv(scenario)
+        if pump_no == 1:
+            # A transfer that went wrong before the good one: a record's CRC fails.
+            broken = visits[-1]
+            files["transfer-interrupted.psl"] = encode_binary(
+                broken, breakage=Breakage(record_crc={3: 0xBEEF})
+            )
+    files["README-from-the-programmer-vendor.txt"] = b"Not an export: quarantined.\n"
+    return files
+
+
+def _accounts(engine: Any) -> list[str]:
+    lines = []
+    with engine.begin() as connection:
+        for username, role in DEMO_ACCOUNTS:
+            if find_user(connection, username) is None:
+                try:
+                    add_user(connection, username, role, DEMO_PASSWORD)
+                except AccountError as exc:  # pragma: no cover - fixed, valid demo values
+                    raise SystemExit(f"pumptrail demo: {exc}") from exc
+            lines.append(f"    {username:<14} {DEMO_PASSWORD}   ({role})")
+    return lines
+
+
+def _fill_inbox(inbox: Path, archive: Path) -> int:
+    """Drop the demo exports, unless an earlier demo run already imported them."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    if any(archive.rglob("*")) if archive.exists() else False:
+        return 0
+    files = demo_exports(random.Random(DEMO_SEED))  # noqa: S311 - synthetic data, not secrets
+    for name, data in files.items():
+        (inbox / name).write_bytes(data)
+    return len(files)
+
+
 def run(args: argparse.Namespace) -> int:
-    outcomes: Counter[str] = Counter()
-    files = sorted(
-        p for p in args.fixtures.rglob("*") if p.is_file() and p.suffix in {".psl", ".csv"}
+    data_dir = args.data_dir.resolve()
+    resolved = settings.load(
+        cli={
+            "data_dir": str(data_dir),
+            "db": f"sqlite:///{data_dir}/pumptrail.db",
+            "inbox": str(data_dir / "inbox"),
+            "archive": str(data_dir / "archive"),
+            "quarantine": str(data_dir / "quarantine"),
+            "raw_store": str(data_dir / "raw"),
+            "host": args.host,
+            "port": str(args.port),
+            "settle_seconds": "1",
+            "poll_seconds": "1",
+        },
+        environ={},
     )
-    for path in files:
-        name = path.relative_to(args.fixtures)
-        try:
-            session = decode_file(path)
-        except DecodeError as exc:
-            outcomes["refused"] += 1
-            print(f"refused  {name}: {exc.describe()}")
-            continue
-        outcomes[session.source_format] += 1
-        changes = sum(1 for e in session.events if e.type == "change")
-        print(
-            f"decoded  {name}: pump {session.pump.serial}, {session.session_start_utc:%Y-%m-%d %H:%M}Z, "
-            f"{session.operator.role}, {changes} logged change(s), {len(session.warnings)} warning(s)"
-        )
-    print(
-        f"\n{len(files)} files: {outcomes['psl-binary']} binary and {outcomes['psl-csv']} CSV sessions "
-        f"decoded, {outcomes['refused']} refused (the bad_* cases are refused on purpose)"
+    configure_logging("WARNING")
+    engine = open_database(resolved.db)
+    accounts = _accounts(engine)
+    dropped = _fill_inbox(resolved.inbox, resolved.archive)
+    rules = load_rules()
+    service = Service(resolved, rules)
+    service_thread = threading.Thread(
+        target=service.run, kwargs={"install_signals": False}, name="pumptrail-service"
     )
+    print(f"pumptrail {__version__} demo in {data_dir}")
+    if dropped:
+        print(f"  {dropped} synthetic exports dropped into {resolved.inbox}")
+    service_thread.start()
+    try:
+        if args.once:
+            return _wait_and_report(service, resolved)
+        from pumptrail.commands.serve import serve_app
+        from web.app import create_app
+
+        app = create_app(resolved, rules=rules, engine=engine, version=__version__)
+        print(f"  web view: http://{args.host}:{args.port}/   (Ctrl-C stops the demo)")
+        print("  log in as one of:")
+        print("\n".join(accounts))
+        sys.stdout.flush()
+        serve_app(app, host=args.host, port=args.port)
+        return 0
+    finally:
+        service.stop_event.set()
+        service_thread.join(timeout=30)
+        engine.dispose()
+
+
+def _wait_and_report(service: Service, resolved: settings.Settings, timeout_s: float = 120) -> int:
+    """Wait until the inbox is empty, then print what the service did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(p.is_file() for p in resolved.inbox.rglob("*")):
+            break
+        time.sleep(0.5)
+    else:
+        print("pumptrail demo: the inbox did not empty in time", file=sys.stderr)
+        return 1
+    counts = dict(sorted(service.watcher.counts.items()))
+    print("  " + ", ".join(f"{value} {key}" for key, value in counts.items()))
+    archived = sum(1 for p in resolved.archive.rglob("*") if p.is_file())
+    quarantined = sorted(p.name for p in resolved.quarantine.glob("*.error.json"))
+    print(f"  {archived} files archived, {len(quarantined)} quarantined: {', '.join(quarantined)}")
     return 0

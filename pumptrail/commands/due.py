@@ -15,15 +15,19 @@ import argparse
 import json
 import sys
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-from evidence import RulesError, load_rules
 from ingest.due import RefillDue, due_report
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    CommandError,
+    add_database_arguments,
+    load_clinic_rules,
+    open_from_settings,
+    resolve,
+)
 from pumptrail.commands.evidence import table
 
-SETTINGS = ("db", "data_dir", "due_within_days")
+SETTINGS = ("rules_dir", "db", "data_dir", "due_within_days")
 
 
 def register(subparsers: Any) -> None:
@@ -45,11 +49,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         resolved = resolve(args)
-        rules_dir = getattr(resolved, "rules_dir", None)
-        try:
-            rules = load_rules(Path(rules_dir) if rules_dir else None)
-        except RulesError as exc:
-            raise CommandError(str(exc)) from exc
+        rules = load_clinic_rules(resolved)
         engine = open_from_settings(resolved)
     except CommandError as exc:
         print(f"pumptrail due: {exc}", file=sys.stderr)

@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from db.audit import cli_actor
-from evidence import RulesError, load_rules
 from ingest.pipeline import Importer, ImportSummary, summary_counts
 from ingest.rawstore import RawStore
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    CommandError,
+    add_database_arguments,
+    load_clinic_rules,
+    open_from_settings,
+    resolve,
+)
 
-SETTINGS = ("db", "data_dir", "raw_store")
+SETTINGS = ("rules_dir", "db", "data_dir", "raw_store")
 
 
 def register(subparsers: Any) -> None:
@@ -39,11 +44,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         resolved = resolve(args)
-        rules_dir = getattr(resolved, "rules_dir", None)
-        try:
-            rules = load_rules(Path(rules_dir) if rules_dir else None)
-        except RulesError as exc:
-            raise CommandError(str(exc)) from exc
+        rules = load_clinic_rules(resolved)
         engine = open_from_settings(resolved)
     except CommandError as exc:
         print(f"pumptrail import: {exc}", file=sys.stderr)

@@ -28,7 +28,13 @@ from ingest.rawstore import RawStore
 from ingest.replay import UNREPAIRABLE, Difference, Replayer, counted
 from ingest.replay_fixtures import CaseError, check_case, write_expected
 from pumptrail import settings
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    CommandError,
+    add_database_arguments,
+    load_clinic_rules,
+    open_from_settings,
+    resolve,
+)
 
 SETTINGS = ("db", "data_dir", "raw_store")
 MAX_LINES_PER_SUBJECT = 20
@@ -78,14 +84,12 @@ def register(subparsers: Any) -> None:
 
 
 def _rules(args: argparse.Namespace, resolved: settings.Settings | None) -> Rules:
-    folder = args.rules_dir
-    if folder is None and resolved is not None:
-        configured = getattr(resolved, "rules_dir", None)
-        folder = Path(configured) if configured else None
-    try:
-        return load_rules(folder)
-    except RulesError as exc:
-        raise CommandError(str(exc)) from exc
+    if resolved is None:
+        try:
+            return load_rules(args.rules_dir)
+        except RulesError as exc:
+            raise CommandError(str(exc)) from exc
+    return load_clinic_rules(resolved, args.rules_dir)
 
 
 class LinePrinter:

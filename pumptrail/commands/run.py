@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-from evidence import RulesError, load_rules
 from ingest.logging_setup import configure_logging
 from ingest.service import Receiver, Service
 from pumptrail import settings
-from pumptrail.commands.db import CommandError, add_database_arguments, resolve
+from pumptrail.commands.db import CommandError, add_database_arguments, load_clinic_rules, resolve
 
 SETTINGS = (
     "data_dir",
+    "rules_dir",
     "db",
     "inbox",
     "archive",
@@ -51,11 +50,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         resolved = resolve(args)
-        rules_dir = getattr(resolved, "rules_dir", None)
-        try:
-            rules = load_rules(Path(rules_dir) if rules_dir else None)
-        except RulesError as exc:
-            raise CommandError(str(exc)) from exc
+        rules = load_clinic_rules(resolved)
     except CommandError as exc:
         print(f"pumptrail run: {exc}", file=sys.stderr)
         return 2

@@ -12,18 +12,26 @@ concrete paths or query strings, which may carry a patient ID.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from pathlib import Path
+import threading
+from types import FrameType
 from typing import Any
 
 from db.engine import safe_url_text
-from evidence import RulesError, load_rules
 from ingest.logging_setup import configure_logging
 from pumptrail import __version__
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    CommandError,
+    add_database_arguments,
+    load_clinic_rules,
+    open_from_settings,
+    resolve,
+)
 
 SETTINGS = (
     "data_dir",
+    "rules_dir",
     "db",
     "raw_store",
     "inbox",
@@ -66,7 +74,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: every `pumptrail` command builds this parser, few serve.
-    import uvicorn
 
     from web.app import create_app
     from web.auth import SecretError
@@ -74,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         resolved = resolve(args)
         configure_logging(str(resolved.values["log_level"]))
-        rules_dir = getattr(resolved, "rules_dir", None)
-        try:
-            rules = load_rules(Path(rules_dir) if rules_dir else None)
-        except RulesError as exc:
-            raise CommandError(str(exc)) from exc
+        rules = load_clinic_rules(resolved)
         if args.idle_minutes < 1:
             raise CommandError("--idle-minutes: at least 1")
         engine = open_from_settings(resolved)
@@ -105,6 +108,38 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
+        serve_app(
+            app,
+            host=host,
+            port=port,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips if args.proxy_headers else None,
+        )
+    finally:
+        engine.dispose()
+    return 0
+
+
+def serve_app(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    proxy_headers: bool = False,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """Serve the web app with uvicorn until Ctrl-C or SIGTERM (its own access log off).
+
+    uvicorn stops on the signal, then raises it again for the handler it found; a
+    quiet handler here makes that a clean return instead of a KeyboardInterrupt
+    thrown into the app's shutdown.
+    """
+    import uvicorn
+
+    quiet: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        quiet = {sig: signal.signal(sig, _after_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
         uvicorn.run(
             app,
             host=host,
@@ -112,9 +147,13 @@ def run(args: argparse.Namespace) -> int:
             access_log=False,
             server_header=False,
             log_config=None,
-            proxy_headers=args.proxy_headers,
-            forwarded_allow_ips=args.forwarded_allow_ips if args.proxy_headers else None,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
     finally:
-        engine.dispose()
-    return 0
+        for sig, handler in quiet.items():
+            signal.signal(sig, handler)
+
+
+def _after_stop(_signum: int, _frame: FrameType | None) -> None:
+    """The stop signal, raised again by uvicorn once it has shut down: already handled."""

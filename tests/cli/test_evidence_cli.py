@@ -139,3 +139,35 @@ def test_empty_database_prints_no_sessions(db_url: str, capsys: pytest.CaptureFi
     assert capsys.readouterr().out == "no sessions\n"
     assert main(["evidence", "--json", "--db", db_url]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_clinic_rules_dir_adds_its_payer_profile_to_every_import(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "profiles.toml").write_text(
+        '[[profile]]\nname = "payer-x"\ncategories = ["prescription", "ptm", "reservoir"]\n'
+        'held_by = "Payer X policy 12"\ndescription = "reservoir volume counts"\n',
+        "utf-8",
+    )
+    write_binaries(tmp_path / "in", history(33, visits=2))
+    assert (
+        main(["import", str(tmp_path / "in"), "--db", db_url, "--rules-dir", str(rules_dir)]) == 0
+    )
+    capsys.readouterr()
+    documents = evidence_json(db_url, capsys)
+    assert len(documents) == 2
+    for document in documents:
+        assert list(document["codes"]) == [
+            "rate-dose",
+            "rate-dose-alarms",
+            "any-setting",
+            "payer-x",
+        ]
+    # A broken rules file stops the command (exit 2) and names the file.
+    (rules_dir / "profiles.toml").write_text("[[profile]\n", "utf-8")
+    assert (
+        main(["import", str(tmp_path / "in"), "--db", db_url, "--rules-dir", str(rules_dir)]) == 2
+    )
+    assert "profiles.toml" in capsys.readouterr().err
