@@ -107,6 +107,10 @@ def _on_sqlite_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+# Seconds a PostgreSQL connection attempt may take (libpq connect_timeout).
+PG_CONNECT_TIMEOUT_S = 10
+
+
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An engine for a `db` setting, with the SQLite pragmas installed."""
     parsed = url if isinstance(url, URL) else normalize_url(url)
@@ -119,6 +123,9 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # A server that drops packets must not hold a poll (or a systemd stop) for minutes.
+        kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT_S})
     return create_engine(parsed, **kwargs)
 
 

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
 from db.engine import make_engine, safe_url_text, write_transaction
@@ -62,18 +62,36 @@ def current_revision(engine: Engine) -> str | None:
 def is_empty(engine: Engine) -> bool:
     """No tables (but Alembic's own, left by a downgrade): pumptrail may set it up."""
     with engine.connect() as connection:
-        return not set(inspect(connection).get_table_names()) - {VERSION_TABLE}
+        return _no_tables(connection)
+
+
+def _no_tables(connection: Connection) -> bool:
+    return not set(inspect(connection).get_table_names()) - {VERSION_TABLE}
+
+
+# Key of the PostgreSQL advisory lock that serialises migrations: two services
+# starting on one empty clinic database must not both create the tables.
+MIGRATION_LOCK_KEY = 0x70756D70  # "pump"
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
-    """Migrate the database to `revision` (default newest); returns the revision reached."""
-    before = current_revision(engine)
-    if before is None and not is_empty(engine):
-        raise SchemaError(
-            f"database {safe_url_text(engine.url)} has tables but no pumptrail revision: "
-            "not a pumptrail database?"
-        )
+    """Migrate the database to `revision` (default newest); returns the revision reached.
+
+    Runs in one write transaction that holds the migration lock (PostgreSQL: an
+    advisory lock; SQLite: the write lock), and reads the revision under it, so a
+    second process that raced here finds the work done.
+    """
     with write_transaction(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        before = MigrationContext.configure(connection).get_current_revision()
+        if before is None and not _no_tables(connection):
+            raise SchemaError(
+                f"database {safe_url_text(engine.url)} has tables but no pumptrail revision: "
+                "not a pumptrail database?"
+            )
         command.upgrade(alembic_config(connection), revision)
     after = current_revision(engine)
     if after != before:

@@ -197,7 +197,7 @@ def api_sessions(
 ) -> Any:
     state = app_state(request)
     profiles = [p.name for p in state.rules.profiles]
-    chosen = profile or state.rules.default_profile
+    chosen = state.rules.default_profile if profile is None else profile
     if chosen not in profiles:
         return JSONResponse({"detail": f"unknown profile {chosen!r}"}, status_code=400)
     flt = SessionFilter(

@@ -138,3 +138,30 @@ def test_db_url_from_environment(
     assert main(["db", "upgrade"]) == 0
     assert str(path) in capsys.readouterr().out
     assert path.exists()
+
+
+def test_two_processes_setting_up_one_empty_database_at_once_both_succeed(db_url: str) -> None:
+    """Two services started together on an empty clinic database: one migrates, one waits."""
+    import threading
+
+    from db.migrate import head_revision, open_database
+
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            engine = open_database(db_url)
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever came out
+            outcomes.append(exc)
+            return
+        outcomes.append(current_revision(engine))
+        engine.dispose()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert outcomes == [head_revision(), head_revision()]
