@@ -153,7 +153,13 @@ from parsers.records import (
     SnapshotRec,
     UnknownRec,
 )
-from parsers.wiretime import date_from_days, local_from_timestamp
+from parsers.wiretime import (
+    EPOCH_POSIX,
+    TIMESTAMP_NOT_APPLICABLE,
+    date_from_days,
+    local_from_timestamp,
+    naive_from_posix,
+)
 
 FORMAT_NAME: Final = "psl-binary"
 UTC_OFFSET_MIN: Final = -720
@@ -946,11 +952,13 @@ def decode_records(
     unpack_crc = _CRC.unpack_from
     crc_hqx = binascii.crc_hqx
     times = cur.times
-    local = cur.local
     frame_size = _FRAME_SIZE
     crc_size = _CRC_SIZE
     end_type = RecordType.END
     alarm_type = RecordType.ALARM
+    not_applicable = TIMESTAMP_NOT_APPLICABLE
+    from_posix = naive_from_posix
+    epoch = EPOCH_POSIX
     # tuple.__new__ skips the NamedTuple's Python-level __new__: 2.5x cheaper per record.
     new_tuple = tuple.__new__
     alarm_size = _ALARM_SIZE
@@ -1017,8 +1025,12 @@ def decode_records(
         if rtype == end_type:
             break
         position = new_tuple(Position, ("offset", pos))
-        # §7.1: a record time may be 0xFFFFFFFF, "not applicable" (None).
-        time_local = times[t] if t in times else local(t)
+        # §7.1: a record time may be 0xFFFFFFFF, "not applicable" (None). Records share
+        # times (a snapshot's entries, the alarms read with it): each is converted once.
+        if t in times:
+            time_local = times[t]
+        else:
+            time_local = times[t] = None if t == not_applicable else from_posix(t + epoch)
         if rtype == alarm_type and length == alarm_size:
             # The pump's alarm log is most of a session: decoded inline (same checks as _alarm).
             code, severity, state, occurred = unpack_alarm(data, p)
@@ -1035,7 +1047,11 @@ def decode_records(
                             code,
                             severity_word,
                             state_word,
-                            times[occurred] if occurred in times else local(occurred),
+                            times[occurred]
+                            if occurred in times
+                            else None
+                            if occurred == not_applicable
+                            else from_posix(occurred + epoch),
                         ),
                     )
                 )

@@ -9,6 +9,7 @@ A timestamp is u32 seconds since 2000-01-01T00:00:00 programmer-local time,
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Final
 
@@ -21,24 +22,22 @@ LAST_DATE: Final = DATE_EPOCH + timedelta(days=DATE_NOT_SET - 1)
 
 
 # Seconds from 1970-01-01 to 2000-01-01: the PSL epoch on the POSIX time scale.
-_EPOCH_POSIX: Final = 946_684_800
+EPOCH_POSIX: Final = 946_684_800
 
 if sys.version_info < (3, 12):
     # Four times faster than epoch + timedelta, and decoding makes one per record.
     # Naive in, naive out: the value is programmer-local wall-clock time, not UTC.
-    _from_posix = datetime.utcfromtimestamp
-
-    def local_from_timestamp(seconds: int) -> datetime | None:
-        if seconds == TIMESTAMP_NOT_APPLICABLE:
-            return None
-        return _from_posix(seconds + _EPOCH_POSIX)
-
+    naive_from_posix: Callable[[int], datetime] = datetime.utcfromtimestamp
 else:  # pragma: no cover - utcfromtimestamp is deprecated from 3.12
 
-    def local_from_timestamp(seconds: int) -> datetime | None:
-        if seconds == TIMESTAMP_NOT_APPLICABLE:
-            return None
-        return PSL_EPOCH + timedelta(0, seconds)
+    def naive_from_posix(seconds: int) -> datetime:
+        return PSL_EPOCH + timedelta(0, seconds - EPOCH_POSIX)
+
+
+def local_from_timestamp(seconds: int) -> datetime | None:
+    if seconds == TIMESTAMP_NOT_APPLICABLE:
+        return None
+    return naive_from_posix(seconds + EPOCH_POSIX)
 
 
 def timestamp_from_local(local: datetime | None) -> int:
