@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm import Session as OrmSession
 
+from db.engine import WRITE_OPTION
 from db.models import SHA256_LEN, Base
 
 # Part of every hashed serialization: a later change of the serialization gets a
@@ -262,7 +263,10 @@ def _lock_for_append(connection: Connection) -> None:
     """
     if connection.dialect.name == "postgresql":
         connection.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
-    elif connection.dialect.name == "sqlite":
+    elif connection.dialect.name == "sqlite" and not connection.get_execution_options().get(
+        WRITE_OPTION
+    ):
+        # A `write_transaction` began with BEGIN IMMEDIATE and holds the lock already.
         connection.execute(
             insert(audit_log).from_select(
                 [c.name for c in audit_log.columns],
