@@ -556,21 +556,35 @@ def _snapshot(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
     unpack_u32 = _U32_VALUE.unpack_from
     u32_entry = _ENTRY_HEAD_SIZE + _U32_VALUE.size
     u32_type = ValueType.U32
+    date_type = ValueType.DATE
+    bool_type = ValueType.BOOL
+    unpack_date = _DATE_VALUE.unpack_from
+    date_size = _DATE_VALUE.size
     new_tuple = tuple.__new__
     for i in range(count):
-        # The common case inline: a known U32 parameter, not seen before.
+        # The common cases inline: a known U32, DATE or BOOL parameter, not seen before,
+        # whose value fits and is in range. Anything else takes the checked path below.
         if q + u32_entry <= end:
             pid, vt = unpack_head(data, q)
             param = params.get(pid)
-            if vt == _U32 and param is not None and param[1] == _U32 and pid not in seen:
-                seen.add(pid)
-                append(
-                    new_tuple(
-                        Entry, (param[0], pid, u32_type, unpack_u32(data, q + _ENTRY_HEAD_SIZE)[0])
-                    )
-                )
-                q += u32_entry
-                continue
+            if param is not None and vt == param[1] and pid not in seen:
+                at = q + _ENTRY_HEAD_SIZE
+                if vt == _U32:
+                    seen.add(pid)
+                    append(new_tuple(Entry, (param[0], pid, u32_type, unpack_u32(data, at)[0])))
+                    q += u32_entry
+                    continue
+                if vt == _DATE:
+                    seen.add(pid)
+                    (days,) = unpack_date(data, at)
+                    append(new_tuple(Entry, (param[0], pid, date_type, date_from_days(days))))
+                    q = at + date_size
+                    continue
+                if vt == _BOOL and data[at] <= 1:
+                    seen.add(pid)
+                    append(new_tuple(Entry, (param[0], pid, bool_type, data[at] == 1)))
+                    q = at + 1
+                    continue
         field = f"entries[{i}]"
         pid, vt, name, table = _entry_head(data, q, end, field)
         if pid in seen:
