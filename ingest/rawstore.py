@@ -18,6 +18,8 @@ import logging
 import os
 from pathlib import Path
 
+from ingest.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 FILE_MODE = 0o400
@@ -38,14 +40,6 @@ def sha256_hex(data: bytes) -> str:
 def _check_digest(digest: str) -> None:
     if len(digest) != 64 or not set(digest) <= _HEX:
         raise ValueError(f"not a lower-case SHA-256 hex digest: {digest!r}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RawStore:
@@ -75,7 +69,7 @@ class RawStore:
             created.append(path)
         if self.durable:
             for path in created:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         if len(self._known_dirs) >= KNOWN_DIRS:
             self._known_dirs.clear()
         self._known_dirs.add(folder)
@@ -109,7 +103,7 @@ class RawStore:
             if temp.exists():
                 temp.unlink()
         if self.durable:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         log.debug("raw store: kept %s (%d bytes)", digest[:12], len(data))
         return digest, final
 

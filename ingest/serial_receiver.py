@@ -57,6 +57,7 @@ from typing import BinaryIO, Final
 import serial
 from xmodem import XMODEM
 
+from ingest.durable import fsync_dir
 from ingest.logging_setup import log_event
 from parsers.params import MAX_FILE_BYTES, MAX_PADDING_BYTES
 
@@ -348,14 +349,6 @@ def format_name(data: bytes) -> str:
         return "unknown"
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _link_new(temp: Path, folder: Path, stem: str, suffix: str) -> Path:
     """Give `temp` a new name in `folder` that no existing file has; returns it."""
     attempt = 1
@@ -594,7 +587,7 @@ class SerialReceiver:
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         target = _link_new(sink.path, self.inbox, f"{FINAL_PREFIX}{stamp}-{digest[:12]}", suffix)
         sink.path = None
-        _fsync_dir(self.inbox)
+        fsync_dir(self.inbox)
         received = Received(
             path=target,
             sha256=digest,

@@ -63,6 +63,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from ingest.durable import fsync_dir
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer, ImportResult
 from parsers.registry import PARSER_VERSION
@@ -99,14 +100,6 @@ def error_text(exc: BaseException) -> str:
     lines = str(original).strip().splitlines()
     first = lines[0] if lines else ""
     return f"{type(original).__name__}: {first}" if first else type(original).__name__
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -425,7 +418,7 @@ class InboxWatcher:
                 os.fsync(handle.fileno())
         os.replace(temp, target)
         if self.durable:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
 
     def _move(
         self, path: Path, folder: Path, digest: str | None, *, destination: Path | None = None
@@ -450,7 +443,7 @@ class InboxWatcher:
                 target = self._copy_in(path, folder, target, digest)
                 break
         if self.durable:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         self._unlink(path)
         return target
 

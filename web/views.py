@@ -45,7 +45,7 @@ from web.context import (
     set_session_cookie,
 )
 from web.packet import render_pdf
-from web.pages import build_evidence_view, generated_stamp
+from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     PAGE_SIZES,
@@ -375,7 +375,7 @@ def sessions_page(request: Request, *, user: Annotated[User, Depends(current_use
 # One session: evidence, packet, PDF, raw files, replay
 
 
-def _view(request: Request, session_id: str) -> Any:
+def _view(request: Request, session_id: str) -> EvidenceView | None:
     state = app_state(request)
     if len(session_id) > 64:
         return None
@@ -385,14 +385,24 @@ def _view(request: Request, session_id: str) -> Any:
         )
 
 
+def _audited_view(
+    request: Request, session_id: str, user: User, action: str, detail: dict[str, str] | None
+) -> EvidenceView | Response:
+    """The session's evidence view, its access recorded before anything is sent; or 404."""
+    view = _view(request, session_id)
+    if view is None:
+        return _not_found(request, "No stored session has this ID.")
+    record(request, actor=user.username, action=action, target=session_id, detail=detail)
+    return view
+
+
 @router.get("/sessions/{session_id}")
 def evidence_page(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _view(request, session_id)
-    if view is None:
-        return _not_found(request, "No stored session has this ID.")
-    record(request, actor=user.username, action=audit.VIEW_SESSION, target=session_id)
+    view = _audited_view(request, session_id, user, audit.VIEW_SESSION, None)
+    if isinstance(view, Response):
+        return view
     return render(request, "evidence.html", {"nav": "sessions", "v": view, "packet": False})
 
 
@@ -400,16 +410,9 @@ def evidence_page(
 def packet_page(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _view(request, session_id)
-    if view is None:
-        return _not_found(request, "No stored session has this ID.")
-    record(
-        request,
-        actor=user.username,
-        action=audit.EXPORT_PACKET,
-        target=session_id,
-        detail={"format": "html"},
-    )
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "html"})
+    if isinstance(view, Response):
+        return view
     return render(
         request,
         "packet.html",
@@ -425,16 +428,9 @@ def packet_page(
 def packet_pdf(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _view(request, session_id)
-    if view is None:
-        return _not_found(request, "No stored session has this ID.")
-    record(
-        request,
-        actor=user.username,
-        action=audit.EXPORT_PACKET,
-        target=session_id,
-        detail={"format": "pdf"},
-    )
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "pdf"})
+    if isinstance(view, Response):
+        return view
     data = render_pdf(view, generated_at=utc_now(), generated_by=user.username)
     return Response(
         content=data,
