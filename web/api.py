@@ -13,13 +13,14 @@ filters used, never their values (a patient ID is a filter value).
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyCookie
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db import audit
 from db.queries import evidence_document_text
@@ -43,6 +44,17 @@ cookie_scheme = APIKeyCookie(
 )
 
 router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(cookie_scheme)])
+
+
+def _iso_date(value: object) -> object:
+    """Dates in the API are `YYYY-MM-DD` only (pydantic alone would take 0.0 as 1970-01-01)."""
+    if isinstance(value, str) and not ISO_DATE_RE.fullmatch(value):
+        raise ValueError("expected a date YYYY-MM-DD")
+    return value
+
+
+ISO_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 class Problem(BaseModel):
@@ -179,8 +191,12 @@ def api_sessions(
     request: Request,
     *,
     user: Annotated[User, Depends(current_user)],
-    date_from: Annotated[date | None, Query(description="programmer-local date, inclusive")] = None,
-    date_to: Annotated[date | None, Query(description="programmer-local date, inclusive")] = None,
+    date_from: Annotated[
+        IsoDate | None, Query(description="programmer-local date YYYY-MM-DD, inclusive")
+    ] = None,
+    date_to: Annotated[
+        IsoDate | None, Query(description="programmer-local date YYYY-MM-DD, inclusive")
+    ] = None,
     pump_serial: Annotated[str | None, Query(max_length=32)] = None,
     patient_id: Annotated[str | None, Query(max_length=64)] = None,
     profile: Annotated[

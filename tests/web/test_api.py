@@ -131,3 +131,10 @@ def test_the_openapi_document_describes_the_api(coder: TestClient) -> None:
 def test_the_documented_enumerations_match_the_queries() -> None:
     assert typing.get_args(ProcedureCode) == PROCEDURES
     assert typing.get_args(SessionFlag) == SESSION_FLAGS
+
+
+def test_list_dates_are_iso_dates_only(coder: TestClient) -> None:
+    """A number is no date: pydantic alone would read 0.0 as 1970-01-01."""
+    for bad in ("0.0", "17", "2026-3-4", "14.03.2026"):
+        assert coder.get("/api/sessions", params={"date_from": bad}).status_code == 422
+    assert coder.get("/api/sessions", params={"date_from": "2026-03-04"}).status_code == 200
