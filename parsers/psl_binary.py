@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import binascii
 import struct
-import uuid
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -554,37 +553,63 @@ def _snapshot(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
     params = _PARAMS
     unpack_head = _ENTRY_HEAD.unpack_from
     unpack_u32 = _U32_VALUE.unpack_from
-    u32_entry = _ENTRY_HEAD_SIZE + _U32_VALUE.size
+    u32_size = _U32_VALUE.size
     u32_type = ValueType.U32
     date_type = ValueType.DATE
     bool_type = ValueType.BOOL
+    text_type = ValueType.TEXT
+    enum_type = ValueType.ENUM
+    head_size = _ENTRY_HEAD_SIZE
     unpack_date = _DATE_VALUE.unpack_from
     date_size = _DATE_VALUE.size
     new_tuple = tuple.__new__
     for i in range(count):
-        # The common cases inline: a known U32, DATE or BOOL parameter, not seen before,
-        # whose value fits and is in range. Anything else takes the checked path below.
-        if q + u32_entry <= end:
+        # The common cases inline: a known parameter, not seen before, whose value fits
+        # and is valid. Anything else (and every error) takes the checked path below.
+        if q + head_size <= end:
             pid, vt = unpack_head(data, q)
             param = params.get(pid)
             if param is not None and vt == param[1] and pid not in seen:
-                at = q + _ENTRY_HEAD_SIZE
+                at = q + head_size
                 if vt == _U32:
-                    seen.add(pid)
-                    append(new_tuple(Entry, (param[0], pid, u32_type, unpack_u32(data, at)[0])))
-                    q += u32_entry
-                    continue
-                if vt == _DATE:
-                    seen.add(pid)
-                    (days,) = unpack_date(data, at)
-                    append(new_tuple(Entry, (param[0], pid, date_type, date_from_days(days))))
-                    q = at + date_size
-                    continue
-                if vt == _BOOL and data[at] <= 1:
-                    seen.add(pid)
-                    append(new_tuple(Entry, (param[0], pid, bool_type, data[at] == 1)))
-                    q = at + 1
-                    continue
+                    if at + u32_size <= end:
+                        seen.add(pid)
+                        append(new_tuple(Entry, (param[0], pid, u32_type, unpack_u32(data, at)[0])))
+                        q = at + u32_size
+                        continue
+                elif vt == _DATE:
+                    if at + date_size <= end:
+                        seen.add(pid)
+                        (days,) = unpack_date(data, at)
+                        append(new_tuple(Entry, (param[0], pid, date_type, date_from_days(days))))
+                        q = at + date_size
+                        continue
+                elif vt == _BOOL:
+                    if at < end and data[at] <= 1:
+                        seen.add(pid)
+                        append(new_tuple(Entry, (param[0], pid, bool_type, data[at] == 1)))
+                        q = at + 1
+                        continue
+                elif vt == _TEXT:
+                    if at < end:
+                        stop = at + 1 + data[at]
+                        if data[at] <= MAX_TEXT_BYTES and stop <= end:
+                            try:
+                                text = data[at + 1 : stop].decode("utf-8")
+                            except UnicodeDecodeError:
+                                pass  # the checked path reports the offending byte
+                            else:
+                                seen.add(pid)
+                                append(new_tuple(Entry, (param[0], pid, text_type, text)))
+                                q = stop
+                                continue
+                elif vt == _ENUM and at < end and param[2] is not None:
+                    word = param[2].get(data[at])
+                    if word is not None:
+                        seen.add(pid)
+                        append(new_tuple(Entry, (param[0], pid, enum_type, word)))
+                        q = at + 1
+                        continue
         field = f"entries[{i}]"
         pid, vt, name, table = _entry_head(data, q, end, field)
         if pid in seen:
@@ -792,6 +817,12 @@ def _ascii_field(raw: bytes, offset: int, name: str, source: str) -> str:
     raise AssertionError("unreachable: the loop finds the offending byte")  # pragma: no cover
 
 
+def _uuid_text(raw: bytes) -> str:
+    """RFC 4122 bytes in canonical 8-4-4-4-12 form (what str(uuid.UUID(bytes=...)) gives)."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _truncated_header(n: int, size: int, source: str) -> DecodeError:
     return _error(
         "truncated_header",
@@ -930,7 +961,7 @@ def _header(data: bytes, source: str) -> tuple[RawHeader, int, int]:
         programmer_software=f"{sw_major}.{sw_minor}.{sw_build}",
         pump_model=texts["pump_model"],
         pump_serial=texts["pump_serial"],
-        session_id=str(uuid.UUID(bytes=session_id)),
+        session_id=_uuid_text(session_id),
         session_start_local=start,
         utc_offset_min=utc_offset_min,
     )
