@@ -53,6 +53,11 @@ from parsers.records import (
 )
 
 MINUTES_PER_DAY = 1440
+# The parameter names the §4 consistency checks read.
+_DRUG_DOSES = tuple((n, f"drug{n}_concentration", f"drug{n}_daily_dose") for n in (1, 2))
+_FLEX_STEPS = tuple(f"flex_step_{k}" for k in range(8))
+# A plain dict: looked up once per ALARM record, faster than the mapping proxy.
+_ALARM_WORDS: dict[int, str] = dict(ALARM_CODES)
 
 
 class WarningLog:
@@ -140,9 +145,10 @@ def assemble(
     # Alarms seen before the first PUMP_STATUS: their clock correction waits for it (§5).
     uncorrected: list[int] = []
     clock_shift: timedelta | None = None
-    last_time: datetime | None = None
-    last_time_rec: Record | None = None
-    known_alarms = ALARM_CODES
+    # The latest record time so far; datetime.min until a record has one.
+    last_time = datetime.min
+    last_time_rec: Record = first
+    known_alarms = _ALARM_WORDS
     # tuple.__new__ skips the NamedTuple's Python-level __new__ (alarms are most records).
     new_tuple = tuple.__new__
 
@@ -150,7 +156,7 @@ def assemble(
         kind = type(rec)
         time_local = rec.time_local
         if time_local is not None:
-            if last_time is not None and time_local < last_time:
+            if time_local < last_time:
                 log.warn(
                     f"{RECORD_TYPE_NAMES[kind]} at {describe_time(time_local)} is earlier than the "
                     f"{RECORD_TYPE_NAMES[type(last_time_rec)]} before it at {describe_time(last_time)}",
@@ -162,30 +168,35 @@ def assemble(
         # ALARM first: the pump's log makes most of a session's records.
         if kind is AlarmRec:
             alarm: AlarmRec = rec  # type: ignore[assignment]
-            word = known_alarms.get(alarm.code)
+            code = alarm.code
+            word = known_alarms.get(code)
             if word is None:
-                word = alarm_word(alarm.code)
+                word = alarm_word(code)
                 log.warn(
-                    f"ALARM at {describe_time(time_local)} has unknown alarm code 0x{alarm.code:04x}",
+                    f"ALARM at {describe_time(time_local)} has unknown alarm code 0x{code:04x}",
                     code="unknown_alarm_code",
-                    position=rec.position,
+                    position=alarm.position,
                 )
             pump_time = alarm.occurred_pump_clock
-            if clock_shift is None and pump_time is not None and status_rec is None:
-                uncorrected.append(len(events))
+            if pump_time is None:
+                occurred = None
+            elif clock_shift is not None:
+                occurred = pump_time - clock_shift
+            else:
+                occurred = None
+                if status_rec is None:
+                    uncorrected.append(len(events))
             events.append(
                 new_tuple(
                     AlarmEvent,
                     (
                         time_local,
-                        rec.position,
+                        alarm.position,
                         word,
                         alarm.severity,
                         alarm.state,
                         pump_time,
-                        None
-                        if pump_time is None or clock_shift is None
-                        else pump_time - clock_shift,
+                        occurred,
                         "alarm",
                     ),
                 )
@@ -402,9 +413,9 @@ def _check_consistency(label: str, state: Mapping[str, ParamValue], log: Warning
     """§4 consistency: daily dose vs rate x concentration; flex total vs steps (warnings)."""
     rate = state.get("infusion_rate")
     if isinstance(rate, int):
-        for n in (1, 2):
-            conc = state.get(f"drug{n}_concentration")
-            dose = state.get(f"drug{n}_daily_dose")
+        for n, concentration_name, dose_name in _DRUG_DOSES:
+            conc = state.get(concentration_name)
+            dose = state.get(dose_name)
             if isinstance(conc, int) and isinstance(dose, int):
                 # Nearest µg, halves up: integer arithmetic, no float.
                 expected = (rate * conc + 500) // 1000
@@ -416,11 +427,7 @@ def _check_consistency(label: str, state: Mapping[str, ParamValue], log: Warning
                     )
         if state.get("infusion_mode") == "flex":
             steps = sorted(
-                (
-                    value
-                    for name, value in state.items()
-                    if isinstance(value, FlexStep) and name.startswith("flex_step_")
-                ),
+                (step for name in _FLEX_STEPS if isinstance(step := state.get(name), FlexStep)),
                 key=lambda step: step.start_minute,
             )
             if steps:
