@@ -644,7 +644,36 @@ def _snapshot(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
     return SnapshotRec(cur.index, cur.position, cur.time_local, phase, tuple(entries))
 
 
+# A PARAM_CHANGE of a U32 parameter (§3): entry head, old value, new value, reason;
+# laid out from the schema's own field tables.
+_U32_CHANGE = packer(
+    (
+        *ENTRY_HEAD_FIELDS,
+        ("old", VALUE_FIELDS[ValueType.U32][0][1]),
+        ("new", VALUE_FIELDS[ValueType.U32][0][1]),
+        ("reason", ENUM_FIELD),
+    )
+)
+
+
 def _param_change(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
+    if end - p == _U32_CHANGE.size:
+        # The common case inline: a known U32 parameter and a reason in its table.
+        pid, vt, old_u32, new_u32, reason_code = _U32_CHANGE.unpack_from(data, p)
+        param = _PARAMS.get(pid)
+        reason_word = _REASONS.get(reason_code)
+        if vt == _U32 and param is not None and param[1] == _U32 and reason_word is not None:
+            return tuple.__new__(
+                ParamChangeRec,
+                (
+                    cur.index,
+                    cur.position,
+                    cur.time_local,
+                    tuple.__new__(Entry, (param[0], pid, ValueType.U32, old_u32)),
+                    new_u32,
+                    reason_word,
+                ),
+            )
     pid, vt, name, table = _entry_head(data, p, end, "old value")
     checked = name is not None
     old, q = _value(data, p + _ENTRY_HEAD_SIZE, end, vt, table=table, checked=checked, field="old")
@@ -751,6 +780,15 @@ def _pump_status(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
 
 
 def _note(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
+    if end - p >= _TEXT16.size:
+        (n,) = _TEXT16.unpack_from(data, p)
+        if n <= MAX_NOTE_BYTES and p + _TEXT16.size + n == end:
+            try:
+                text = data[p + _TEXT16.size : end].decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # the checked path below reports the offending byte
+            else:
+                return tuple.__new__(NoteRec, (cur.index, cur.position, cur.time_local, text))
     text, q = _text(data, p, end, _TEXT16, limit=MAX_NOTE_BYTES, field="text")
     if q != end:
         raise _too_long(q, p, end)
