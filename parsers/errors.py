@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from parsers.model import Position
+from parsers.params import MAX_FILE_BYTES
 
 
 class PumptrailError(Exception):
@@ -83,6 +84,19 @@ class DecodeError(PumptrailError):
 
 class LimitExceeded(DecodeError):
     """A size limit checked before anything was allocated (psl-binary-v1.md §3)."""
+
+
+def check_file_size(size: int, *, source: str, position: Position) -> None:
+    """The 4 MiB file limit (psl-binary-v1.md §3, psl-csv-v1.md §5.4), before any decoding."""
+    if size > MAX_FILE_BYTES:
+        raise LimitExceeded(
+            "file_too_large",
+            "file larger than the 4 MiB limit",
+            source=source,
+            position=position,
+            expected=f"at most {MAX_FILE_BYTES} bytes",
+            found=f"{size} bytes",
+        )
 
 
 class UnsupportedVersion(DecodeError):

@@ -86,14 +86,13 @@ from datetime import datetime
 from typing import Final, NoReturn
 
 from parsers.assemble import WarningLog, assemble, describe_time
-from parsers.errors import DecodeError, LimitExceeded, UnsupportedVersion
+from parsers.errors import DecodeError, LimitExceeded, UnsupportedVersion, check_file_size
 from parsers.model import Position, Session
 from parsers.params import (
     ALARM_STATES,
     BATTERY_STATES,
     BOLUS_KINDS,
     INFUSION_MODES,
-    MAX_FILE_BYTES,
     MAX_MINUTE,
     MAX_NOTE_BYTES,
     MAX_PADDING_BYTES,
@@ -1015,16 +1014,7 @@ def decode_records(
     record-sequence rules are `assemble`'s.
     """
     n = len(data)
-    if n > MAX_FILE_BYTES:
-        raise _error(
-            "file_too_large",
-            "file larger than the 4 MiB limit",
-            0,
-            source=source,
-            expected=f"at most {MAX_FILE_BYTES} bytes",
-            found=f"{n} bytes",
-            kind=LimitExceeded,
-        )
+    check_file_size(n, source=source, position=Position("offset", 0))
     header, header_size, body_size = _header(data, source)
     log = WarningLog(source=source, strict=strict)
     cur = _Cursor(log)

@@ -96,7 +96,7 @@ from types import MappingProxyType
 from typing import Final
 
 from parsers.assemble import WarningLog, assemble, describe_time
-from parsers.errors import DecodeError, LimitExceeded, UnsupportedVersion
+from parsers.errors import DecodeError, LimitExceeded, UnsupportedVersion, check_file_size
 from parsers.model import Position, Session
 from parsers.params import (
     ASCII_FIELD_BYTES,
@@ -330,14 +330,7 @@ def sniff(data: bytes) -> str | None:
 
 def decode(data: bytes, *, source: str, strict: bool = False) -> Session:
     """Decode one CSV export (psl-csv-v1.md) into the normalized session."""
-    if len(data) > MAX_FILE_BYTES:
-        raise LimitExceeded(
-            "file_too_large",
-            f"file larger than the 4 MiB limit: expected at most {MAX_FILE_BYTES} bytes, "
-            f"found {len(data)} bytes",
-            source=source,
-            position=Position("line", 1),
-        )
+    check_file_size(len(data), source=source, position=Position("line", 1))
     text = _text_of(data, source)
     return _Decoder(source, WarningLog(source=source, strict=strict)).run(text)
 

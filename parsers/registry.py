@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parsers import psl_binary, psl_csv
-from parsers.errors import DecodeError, LimitExceeded, UnknownFormat
+from parsers.errors import DecodeError, UnknownFormat, check_file_size
 from parsers.model import Position, Session
 from parsers.params import MAX_FILE_BYTES
 
@@ -47,15 +47,7 @@ def detect(data: bytes, *, source: str = "") -> Format:
 
 def check_size(size: int, *, source: str) -> None:
     """The file-size limit, checked before anything is allocated (§3, §7.2: offset 0)."""
-    if size > MAX_FILE_BYTES:
-        raise LimitExceeded(
-            "file_too_large",
-            "file larger than the 4 MiB limit",
-            source=source,
-            position=Position("offset", 0),
-            expected=f"at most {MAX_FILE_BYTES} bytes",
-            found=f"{size} bytes",
-        )
+    check_file_size(size, source=source, position=Position("offset", 0))
 
 
 def decode_bytes(data: bytes, *, source: str, strict: bool = False) -> Session:
