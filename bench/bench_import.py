@@ -146,7 +146,7 @@ def baseline_sqlite(workdir: Path, engine: Engine, first_pk: int) -> float:
     open_database(f"sqlite:///{empty}").dispose()
     connection = sqlite3.connect(empty, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA synchronous=FULL")  # as db.engine sets it
     connection.execute("PRAGMA foreign_keys=ON")
     connection.executemany("INSERT INTO pumps (id, serial, model) VALUES (?, ?, ?)", pumps)
     statements = [

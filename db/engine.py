@@ -5,8 +5,9 @@ without a scheme is a SQLite file path. `postgresql://` and `postgres://` URLs u
 the psycopg 3 driver.
 
 SQLite connections get, on every connect: WAL journal (readers never block the
-writer), foreign keys on, `synchronous=NORMAL` (WAL stays consistent after a crash;
-the last commits may be lost on power failure, never corrupted) and a busy timeout,
+writer), foreign keys on, `synchronous=FULL` (a commit is on disk when it returns, so
+a file the service archived after its commit is never lost to a power failure;
+NORMAL would keep the WAL consistent but could roll back the last commits) and a busy timeout,
 so a second process waits for the write lock instead of failing. The driver's own
 transaction handling is switched off and SQLAlchemy's `begin` emits `BEGIN`
 itself, `BEGIN IMMEDIATE` for a connection marked `pumptrail_write`: a write
@@ -36,7 +37,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_PRAGMAS: tuple[str, ...] = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA synchronous=NORMAL",
+    "PRAGMA synchronous=FULL",
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
 )
 

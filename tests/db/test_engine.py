@@ -61,7 +61,7 @@ def test_sqlite_pragmas_on_every_connection(tmp_path: Path) -> None:
             assert values == {
                 "journal_mode": "wal",
                 "foreign_keys": 1,
-                "synchronous": 1,  # NORMAL
+                "synchronous": 2,  # FULL: commits survive a power failure
                 "busy_timeout": 30000,
             }
     finally:
