@@ -12,13 +12,12 @@ the hash, so a damaged file is noticed, not trusted.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 from pathlib import Path
 
-from ingest.durable import fsync_dir
+from ingest.durable import fsync_dir, link_to_free_name
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +110,9 @@ class RawStore:
     def _publish(temp: Path, final: Path) -> None:
         """Give the temporary file its final name without ever replacing a stored file."""
         try:
-            os.link(temp, final)
+            link_to_free_name(temp, [final])
         except FileExistsError:
             return  # stored meanwhile by another process: same name, same bytes
-        except OSError as exc:
-            # Filesystems without hard links: rename, after checking the name is free.
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise
-            if final.exists():
-                return
-            os.rename(temp, final)
 
     def get(self, digest: str) -> bytes:
         """The stored bytes, checked against their hash."""

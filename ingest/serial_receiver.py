@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import itertools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +57,9 @@ from typing import BinaryIO, Final
 import serial
 from xmodem import XMODEM
 
-from ingest.durable import fsync_dir
+from ingest.durable import fsync_dir, link_to_free_name
 from ingest.logging_setup import log_event
+from ingest.rawstore import sha256_hex
 from parsers.params import MAX_FILE_BYTES, MAX_PADDING_BYTES
 
 log = logging.getLogger(__name__)
@@ -349,27 +350,11 @@ def format_name(data: bytes) -> str:
         return "unknown"
 
 
-def _link_new(temp: Path, folder: Path, stem: str, suffix: str) -> Path:
-    """Give `temp` a new name in `folder` that no existing file has; returns it."""
-    attempt = 1
-    while True:
-        target = folder / (f"{stem}{suffix}" if attempt == 1 else f"{stem}-{attempt}{suffix}")
-        try:
-            os.link(temp, target)
-        except FileExistsError:
-            attempt += 1
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
-                raise
-            # A file system without hard links: rename, after checking the name is free.
-            if target.exists():
-                attempt += 1
-                continue
-            os.rename(temp, target)
-            return target
-        temp.unlink()
-        return target
+def _new_names(folder: Path, stem: str, suffix: str) -> Iterator[Path]:
+    """`stem.suffix`, then `stem-2.suffix`, `stem-3.suffix`, ... in `folder`."""
+    yield folder / f"{stem}{suffix}"
+    for attempt in itertools.count(2):
+        yield folder / f"{stem}-{attempt}{suffix}"
 
 
 class SerialReceiver:
@@ -583,9 +568,13 @@ class SerialReceiver:
         handle.close()
         sink.handle = None
         data = sink.path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = _link_new(sink.path, self.inbox, f"{FINAL_PREFIX}{stamp}-{digest[:12]}", suffix)
+        target = link_to_free_name(
+            sink.path, _new_names(self.inbox, f"{FINAL_PREFIX}{stamp}-{digest[:12]}", suffix)
+        )
+        if sink.path.exists():
+            sink.path.unlink()
         sink.path = None
         fsync_dir(self.inbox)
         received = Received(

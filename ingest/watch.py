@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from ingest.durable import fsync_dir
+from ingest.durable import NO_HARD_LINKS, fsync_dir, link_to_free_name
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer, ImportResult
 from parsers.registry import PARSER_VERSION
@@ -438,7 +439,7 @@ class InboxWatcher:
             except FileExistsError:
                 target = _free_name(folder, path.name, digest)
             except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                if exc.errno != errno.EXDEV and exc.errno not in NO_HARD_LINKS:
                     raise
                 target = self._copy_in(path, folder, target, digest)
                 break
@@ -455,18 +456,8 @@ class InboxWatcher:
             with temp.open("rb") as handle:
                 os.fsync(handle.fileno())
         try:
-            while True:
-                try:
-                    os.link(temp, target)
-                    return target
-                except FileExistsError:
-                    target = _free_name(folder, path.name, digest)
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                        raise
-                    target = _free_name(folder, path.name, digest)
-                    os.rename(temp, target)
-                    return target
+            others = iter(lambda: _free_name(folder, path.name, digest), None)
+            return link_to_free_name(temp, itertools.chain([target], others))
         finally:
             if temp.exists():
                 temp.unlink()
