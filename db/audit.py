@@ -35,13 +35,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import DateTime, Index, Integer, String, Table, Text, func, insert, select, text
+from sqlalchemy import DateTime, Index, Integer, String, Text, func, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm import Session as OrmSession
 
 from db.engine import WRITE_OPTION
-from db.models import SHA256_LEN, Base
+from db.models import SHA256_LEN, Base, table_of
 
 # Part of every hashed serialization: a later change of the serialization gets a
 # new scheme name, so old entries still verify under the scheme they were made with.
@@ -113,14 +113,7 @@ class AuditLogRow(Base):
     )
 
 
-def _audit_table() -> Table:
-    table = AuditLogRow.__table__
-    if not isinstance(table, Table):  # pragma: no cover - declarative always makes a Table
-        raise TypeError("AuditLogRow is not mapped to a table")
-    return table
-
-
-audit_log = _audit_table()
+audit_log = table_of(AuditLogRow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,7 +214,8 @@ class EvidenceFlagRow(Base):
     __table_args__ = (Index("ix_evidence_flags_flag", "flag", "session_pk"),)
 
 
-def _table(model: type[Base]) -> Table:
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for Core statements (bulk inserts, queries)."""
     table = model.__table__
     if not isinstance(table, Table):  # pragma: no cover - declarative always makes a Table
         raise TypeError(f"{model.__name__} is not mapped to a table")
@@ -222,10 +223,10 @@ def _table(model: type[Base]) -> Table:
 
 
 # The tables, for Core statements (bulk inserts, queries).
-pumps = _table(PumpRow)
-sessions = _table(SessionRow)
-setting_values = _table(SettingValueRow)
-events = _table(EventRow)
-raw_files = _table(RawFileRow)
-evidence = _table(EvidenceRow)
-evidence_flags = _table(EvidenceFlagRow)
+pumps = table_of(PumpRow)
+sessions = table_of(SessionRow)
+setting_values = table_of(SettingValueRow)
+events = table_of(EventRow)
+raw_files = table_of(RawFileRow)
+evidence = table_of(EvidenceRow)
+evidence_flags = table_of(EvidenceFlagRow)

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Table
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base
+from db.models import Base, table_of
 
 USERNAME_LEN = 64
 ROLE_LEN = 16
@@ -66,12 +66,5 @@ class EvidenceCodeRow(Base):
     __table_args__ = (Index("ix_evidence_codes_profile", "profile", "procedure", "session_pk"),)
 
 
-def _table(model: type[Base]) -> Table:
-    table = model.__table__
-    if not isinstance(table, Table):  # pragma: no cover - declarative always makes a Table
-        raise TypeError(f"{model.__name__} is not mapped to a table")
-    return table
-
-
-users = _table(UserRow)
-evidence_codes = _table(EvidenceCodeRow)
+users = table_of(UserRow)
+evidence_codes = table_of(EvidenceCodeRow)

@@ -78,13 +78,18 @@ def register(subparsers: Any) -> None:
     current.set_defaults(handler=run_current)
 
 
+def _engine(resolved: settings.Settings) -> Engine:
+    """An engine on the `db` setting, not yet checked for its revision."""
+    try:
+        return make_engine(resolved.db)
+    except DatabaseUrlError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def run_upgrade(args: argparse.Namespace) -> int:
     try:
         resolved = resolve(args)
-        try:
-            engine = make_engine(resolved.db)
-        except DatabaseUrlError as exc:
-            raise CommandError(str(exc)) from exc
+        engine = _engine(resolved)
         try:
             before = current_revision(engine)
             after = upgrade(engine)
@@ -108,10 +113,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
 def run_current(args: argparse.Namespace) -> int:
     try:
         resolved = resolve(args)
-        try:
-            engine = make_engine(resolved.db)
-        except DatabaseUrlError as exc:
-            raise CommandError(str(exc)) from exc
+        engine = _engine(resolved)
         try:
             current = current_revision(engine)
         except SQLAlchemyError as exc:
