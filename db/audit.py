@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import DateTime, Index, Integer, String, Text, func, insert, select, text
@@ -41,7 +41,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm import Session as OrmSession
 
 from db.engine import WRITE_OPTION
-from db.models import SHA256_LEN, Base, table_of
+from db.models import SHA256_LEN, Base, table_of, utc_now
 
 # Part of every hashed serialization: a later change of the serialization gets a
 # new scheme name, so old entries still verify under the scheme they were made with.
@@ -173,10 +173,6 @@ class AuditFilter:
 
 # ---------------------------------------------------------------------------
 # Canonical form and hash
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def cli_actor() -> str:

@@ -29,7 +29,7 @@ An append-only audit table is added by a later migration.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     Boolean,
@@ -212,6 +212,11 @@ class EvidenceFlagRow(Base):
     flag: Mapped[str] = mapped_column(String(TEXT_LEN), primary_key=True)
 
     __table_args__ = (Index("ix_evidence_flags_flag", "flag", "session_pk"),)
+
+
+def utc_now() -> datetime:
+    """Now, as naive UTC: how every `*_utc` and `*_at` column stores an instant."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def table_of(model: type[Base]) -> Table:

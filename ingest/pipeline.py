@@ -35,7 +35,7 @@ import stat
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +53,7 @@ from db.codec import (
     setting_rows,
 )
 from db.engine import write_transaction
-from db.models import events, raw_files, sessions, setting_values
+from db.models import events, raw_files, sessions, setting_values, utc_now
 from evidence import Rules, derive_evidence, evidence_document
 from ingest.rawstore import RawStore, sha256_hex
 from parsers.errors import DecodeError
@@ -93,11 +93,6 @@ _INSERT_EVENTS = insert(events)
 
 Outcome = Literal["imported", "duplicate", "refused", "failed"]
 BINARY = "psl-binary"
-
-
-def utc_now() -> datetime:
-    """Naive UTC, as every `*_utc` column stores it."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,16 @@ from sqlalchemy.engine import Connection
 from db import audit, queries
 from db.codec import dumps, event_rows, has_refill, loads, session_columns, setting_rows
 from db.engine import write_transaction
-from db.models import events, evidence, evidence_flags, pumps, raw_files, sessions, setting_values
+from db.models import (
+    events,
+    evidence,
+    evidence_flags,
+    pumps,
+    raw_files,
+    sessions,
+    setting_values,
+    utc_now,
+)
 from evidence import Rules
 from ingest.pipeline import BINARY, Importer, Incoming, evidence_record
 from ingest.rawstore import RawStore, RawStoreError, sha256_hex
@@ -419,7 +428,7 @@ class Replayer:
         *,
         actor: str = audit.SYSTEM_ACTOR,
         decode: Callable[[bytes, str], Incoming] = decode_export,
-        clock: Callable[[], datetime] = audit.utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine = engine
         self.store = store

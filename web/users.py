@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from argon2 import PasswordHasher
@@ -23,6 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from db.models import utc_now
 from db.users import USERNAME_LEN, users
 
 ROLES: Final = ("coder", "auditor", "admin")
@@ -58,10 +59,6 @@ class User:
     def can(self, role: str) -> bool:
         """At least `role`: admins can do what auditors can, auditors what coders can."""
         return _RANK[self.role] >= _RANK[role]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def check_username(name: str) -> str:

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from db import audit
 from db.engine import write_transaction
+from db.models import utc_now
 from ingest.due import due_report
 from ingest.rawstore import RawStore, RawStoreError
 from web import present
@@ -77,7 +78,6 @@ from web.users import (
     set_disabled,
     set_password,
     set_role,
-    utc_now,
 )
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session as OrmSession
 from db import audit
 from db.engine import write_transaction
 from db.migrate import alembic_config, open_database
+from db.models import utc_now
 from parsers.records import PatientRec
 from tests.ingest.exports import binary, history, importer, write
 
@@ -351,7 +352,7 @@ def test_show_filters_and_keeps_the_newest(engine: Engine) -> None:
         assert ids(actor="dr.lee", action="login") == [6]
         assert ids(limit=2) == [5, 6]
         assert ids(since=datetime(2000, 1, 1)) == [1, 2, 3, 4, 5, 6]
-        assert ids(since=audit.utc_now() + timedelta(days=1)) == []
+        assert ids(since=utc_now() + timedelta(days=1)) == []
 
 
 # ---------------------------------------------------------------------------
