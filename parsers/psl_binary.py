@@ -736,6 +736,11 @@ _ALARM_STATE_AT = _ALARM.offsets["state"]
 # ALARM is most of a realistic file (the pump's log since the last visit): bind early.
 _ALARM_SIZE = _ALARM.size
 _unpack_alarm = _ALARM.packer.unpack_from
+# A whole ALARM record (frame, payload, CRC) in one struct, derived from the same layouts:
+# the record loop reads a well-formed ALARM with one call and sends anything else down
+# the checked path.
+_ALARM_RECORD = packer(FRAME_FIELDS + ALARM_FIELDS + CRC_FIELDS)
+_ALARM_RECORD_SIZE = _ALARM_RECORD.size
 
 
 def _alarm(data: bytes, p: int, end: int, cur: _Cursor) -> Record:
@@ -1027,20 +1032,66 @@ def decode_records(
     times = cur.times
     frame_size = _FRAME_SIZE
     crc_size = _CRC_SIZE
-    end_type = RecordType.END
-    alarm_type = RecordType.ALARM
+    # Plain ints: comparing with an IntEnum member costs a method call per record.
+    end_type = int(RecordType.END)
+    alarm_type = int(RecordType.ALARM)
     not_applicable = TIMESTAMP_NOT_APPLICABLE
     from_posix = naive_from_posix
     epoch = EPOCH_POSIX
     # tuple.__new__ skips the NamedTuple's Python-level __new__: 2.5x cheaper per record.
     new_tuple = tuple.__new__
     alarm_size = _ALARM_SIZE
-    unpack_alarm = _unpack_alarm
     severities = _SEVERITIES
     states = _STATES
+    unpack_alarm_record = _ALARM_RECORD.unpack_from
+    alarm_record_size = _ALARM_RECORD_SIZE
+    alarm_crc_end = alarm_record_size - crc_size
+    sync_byte = SYNC
     pos = header_size
     index = 0
     while True:
+        if pos + alarm_record_size <= n and data[pos + 1] == alarm_type:
+            # The pump's alarm log is most of a session: a well-formed ALARM in one unpack
+            # (the same checks as the general path and `_alarm`; a failing one goes on to
+            # that path, which reports it).
+            (sync, _type, length, seq, t, code, severity, state, occurred, stored) = (
+                unpack_alarm_record(data, pos)
+            )
+            severity_word = severities.get(severity)
+            state_word = states.get(state)
+            if (
+                length == alarm_size
+                and sync == sync_byte
+                and seq == index & 0xFFFF
+                and severity_word is not None
+                and state_word is not None
+                and crc_hqx(data[pos + 1 : pos + alarm_crc_end], 0xFFFF) == stored
+            ):
+                if t in times:
+                    time_local = times[t]
+                else:
+                    time_local = times[t] = None if t == not_applicable else from_posix(t + epoch)
+                append(
+                    new_tuple(
+                        AlarmRec,
+                        (
+                            index,
+                            new_tuple(Position, ("offset", pos)),
+                            time_local,
+                            code,
+                            severity_word,
+                            state_word,
+                            times[occurred]
+                            if occurred in times
+                            else None
+                            if occurred == not_applicable
+                            else from_posix(occurred + epoch),
+                        ),
+                    )
+                )
+                pos += alarm_record_size
+                index += 1
+                continue
         if pos + frame_size > n or data[pos] != SYNC:
             _frame_fail(data, pos, index, source)
         _sync, rtype, length, seq, t = unpack_frame(data, pos)
@@ -1104,33 +1155,6 @@ def decode_records(
             time_local = times[t]
         else:
             time_local = times[t] = None if t == not_applicable else from_posix(t + epoch)
-        if rtype == alarm_type and length == alarm_size:
-            # The pump's alarm log is most of a session: decoded inline (same checks as _alarm).
-            code, severity, state, occurred = unpack_alarm(data, p)
-            severity_word = severities.get(severity)
-            state_word = states.get(state)
-            if severity_word is not None and state_word is not None:
-                append(
-                    new_tuple(
-                        AlarmRec,
-                        (
-                            index,
-                            position,
-                            time_local,
-                            code,
-                            severity_word,
-                            state_word,
-                            times[occurred]
-                            if occurred in times
-                            else None
-                            if occurred == not_applicable
-                            else from_posix(occurred + epoch),
-                        ),
-                    )
-                )
-                pos = end + crc_size
-                index += 1
-                continue
         cur.index = index
         cur.position = position
         cur.time_local = time_local

@@ -465,6 +465,25 @@ def test_record_crc_covers_type_through_payload() -> None:
     fails(flipped_time, "record_crc", target.crc)
 
 
+def test_alarm_record_faults_are_reported_like_any_other_record() -> None:
+    """Well-formed ALARMs take a one-unpack path; every broken one must still be refused."""
+    target = LAYOUT[ALARM]
+    stored = int.from_bytes(GOOD[target.crc : target.crc + 2], "little")
+    fails(
+        encode(breakage=Breakage(record_crc={ALARM: stored ^ 0x0101})),
+        "record_crc",
+        target.crc,
+        "record 4 (ALARM)",
+    )
+    fails(patch(GOOD, target.offset, b"\x5a"), "bad_sync", target.offset, "found 0x5A")
+    # An ALARM frame whose length says 11: the payload check names the type's size.
+    records = list(BASE_RECORDS)
+    records[ALARM] = raw_payload(0x40, bytes(11), BASE_RECORDS[ALARM].time_local)
+    data = encode(records)
+    error = fails(data, "payload_length", frames(data)[ALARM].payload + 8, "expected '8 bytes'")
+    assert error.record_type == "ALARM"
+
+
 def test_seq_gap() -> None:
     data = encode(breakage=Breakage(seq={ALARM: 7}))
     fails(data, "seq_gap", LAYOUT[ALARM].offset + 4, "record 4 (ALARM)", "expected 4, found 7")
