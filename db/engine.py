@@ -15,6 +15,14 @@ transaction takes the write lock up front, so two importers queue on the busy
 timeout instead of failing to upgrade a read lock (SQLAlchemy's documented pysqlite
 recipe). The parent folder of a new SQLite file is created 0700: the database holds
 patient identifiers.
+
+Group commit (`write_transaction(..., group_commit=True)`, for bulk imports whose
+source files stay where they are): the transaction is atomic as ever but its commit
+does not wait for the disk (SQLite `synchronous=NORMAL` in WAL mode; PostgreSQL
+`synchronous_commit = off` for that transaction). Both logs are sequential, so one
+`make_durable` after a group of such commits puts all of them on disk: the importer
+calls it before it reports the group. A power failure in between loses at most the
+group's last commits, never consistency, and re-importing the same files restores them.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -44,6 +52,10 @@ SQLITE_PRAGMAS: tuple[str, ...] = (
 # Execution option that makes the next transaction on a connection a write
 # transaction (`BEGIN IMMEDIATE` on SQLite; nothing special elsewhere).
 WRITE_OPTION = "pumptrail_write"
+# Execution option: the transaction's commit need not wait for the disk (group commit).
+GROUP_COMMIT_OPTION = "pumptrail_group_commit"
+# The `synchronous` level a pooled SQLite connection is at, in its DBAPI connection's info.
+_SYNCHRONOUS_KEY = "pumptrail_synchronous"
 
 
 class DatabaseUrlError(ValueError):
@@ -102,10 +114,23 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Connection
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
-    if connection.get_execution_options().get(WRITE_OPTION):
+    options = connection.get_execution_options()
+    # `synchronous` cannot change inside a transaction: set it before BEGIN, when it differs.
+    level = "NORMAL" if options.get(GROUP_COMMIT_OPTION) else "FULL"
+    info = connection.connection.info
+    if info.get(_SYNCHRONOUS_KEY, "FULL") != level:
+        connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+        info[_SYNCHRONOUS_KEY] = level
+    if options.get(WRITE_OPTION):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.exec_driver_sql("BEGIN")
+
+
+def _on_postgresql_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get(GROUP_COMMIT_OPTION):
+        # LOCAL: this transaction only; the commit returns before its WAL record is flushed.
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO off")
 
 
 # Seconds a PostgreSQL connection attempt may take (libpq connect_timeout).
@@ -127,7 +152,10 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         # A server that drops packets must not hold a poll (or a systemd stop) for minutes.
         kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT_S})
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "begin", _on_postgresql_begin)
+    return engine
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -135,12 +163,43 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """One write transaction: commits on success, rolls back on any exception."""
+def write_transaction(engine: Engine, *, group_commit: bool = False) -> Iterator[Connection]:
+    """One write transaction: commits on success, rolls back on any exception.
+
+    `group_commit`: the commit does not wait for the disk; `make_durable` does, later.
+    """
     with engine.connect() as connection:
-        connection.execution_options(**{WRITE_OPTION: True})
+        connection.execution_options(**{WRITE_OPTION: True, GROUP_COMMIT_OPTION: group_commit})
         with connection.begin():
             yield connection
+
+
+def make_durable(engine: Engine) -> None:
+    """Put every commit made so far on disk, group commits included.
+
+    SQLite: the WAL (and the database file) fsync'ed; the WAL holds the commits in
+    order, so this covers all of them. PostgreSQL: a transaction that takes a
+    transaction ID commits synchronously, and its commit waits until the WAL is
+    flushed up to its own record, which lies after every earlier commit's.
+    """
+    if is_sqlite(engine):
+        path = sqlite_path(engine.url)
+        if path is None:
+            return  # in memory: nothing on disk to make durable
+        for name in (f"{path}-wal", str(path)):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return
+    with engine.connect() as connection, connection.begin():
+        # Whatever the server's default, this commit waits for the flush.
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO on")
+        connection.execute(text("SELECT pg_current_xact_id()"))
 
 
 def safe_url_text(url: str | URL) -> str:

@@ -34,7 +34,7 @@ import os
 import stat
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +52,7 @@ from db.codec import (
     session_from_document,
     setting_rows,
 )
-from db.engine import write_transaction
+from db.engine import make_durable, write_transaction
 from db.models import events, raw_files, sessions, setting_values, utc_now
 from evidence import Rules, derive_evidence, evidence_document
 from ingest.rawstore import RawStore, sha256_hex
@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 # Sessions kept rebuilt between imports (in-order imports re-read the last few).
 REBUILT_CACHE = 256
+# A bulk import's group (`Importer.import_many`): files, and bytes held at once.
+GROUP_FILES = 64
+GROUP_BYTES = 32 * 1024 * 1024
 
 # Statements run once or more per file, built once (db.queries explains why).
 _SEEN = (
@@ -201,33 +204,129 @@ class Importer:
 
     # -- entry points -------------------------------------------------------
 
-    def import_paths(self, paths: Iterable[Path]) -> Iterator[ImportResult]:
-        """Import files and folders; one result per file, whatever happens to the others."""
-        for path in expand_paths(paths):
-            yield self.import_path(path)
+    def import_paths(self, paths: Iterable[Path], *, group: int = 1) -> Iterator[ImportResult]:
+        """Import files and folders; one result per file, whatever happens to the others.
+
+        `group` > 1: a bulk import with group commit (`import_many`), the files read
+        `group` at a time (and at most GROUP_BYTES of them).
+        """
+        if group <= 1:
+            for path in expand_paths(paths):
+                yield self.import_path(path)
+            return
+        yield from self.import_many(
+            (self._read(path, str(path)) for path in expand_paths(paths)), group=group
+        )
 
     def import_path(self, path: Path, *, name: str | None = None) -> ImportResult:
         label = str(path) if name is None else name
+        read = self._read(path, label)
+        if isinstance(read, ImportResult):
+            return read
+        return self.import_bytes(*read)
+
+    @staticmethod
+    def _read(path: Path, label: str) -> tuple[bytes, str] | ImportResult:
+        """The file's bytes and label, or the result of a file that cannot be read."""
         try:
-            data = read_export(path, source=label)
+            return read_export(path, source=label), label
         except DecodeError as exc:  # too large: refused unread, so nothing to keep
             return ImportResult(label, "refused", str(exc), error=exc.as_dict())
         except OSError as exc:
             return ImportResult(label, "refused", f"{label}: cannot read: {exc.strerror or exc}")
-        return self.import_bytes(data, name=label)
 
-    def import_bytes(self, data: bytes, *, name: str) -> ImportResult:
-        """Import one export held in memory (`name` labels it in results and rows)."""
+    def import_many(
+        self, items: Iterable[tuple[bytes, str] | ImportResult], *, group: int = GROUP_FILES
+    ) -> Iterator[ImportResult]:
+        """Bulk import with group commit: the same result per file as `import_bytes`.
+
+        Files go in groups of `group` (and at most GROUP_BYTES). For each group: every
+        file's raw bytes are written, then flushed to disk together; then each file
+        is imported in its own transaction whose commit does not wait for the disk;
+        then one `make_durable` puts the group's commits on disk, and only then are
+        the group's results given out. Per file the outcome, the rows and the audit
+        entries are exactly those of `import_bytes`. For `pumptrail import`, whose
+        files stay where they are: a power failure loses at most the group being
+        imported, which the next run imports again. The watcher, which archives
+        each file after its commit, imports one file at a time, durably.
+        """
+        pending: list[tuple[bytes, str] | ImportResult] = []
+        size = 0
+        for item in items:
+            pending.append(item)
+            size += 0 if isinstance(item, ImportResult) else len(item[0])
+            if len(pending) >= group or size >= GROUP_BYTES:
+                yield from self._import_group(pending)
+                pending, size = [], 0
+        if pending:
+            yield from self._import_group(pending)
+
+    def _import_group(
+        self, items: Sequence[tuple[bytes, str] | ImportResult]
+    ) -> list[ImportResult]:
+        for item in items:
+            if isinstance(item, ImportResult):
+                continue
+            try:
+                self.store.put(item[0], defer_sync=True)
+            except OSError as exc:
+                # import_bytes writes it again, durably, and reports what fails then.
+                log.warning("raw store: deferred write failed: %s", type(exc).__name__)
+        try:
+            # Raw bytes on disk before any row that names them is committed.
+            self.store.sync()
+        except OSError as exc:
+            log.error("raw store: flushing a group failed: %s", type(exc).__name__)
+            return [
+                item
+                if isinstance(item, ImportResult)
+                else ImportResult(
+                    item[1],
+                    "failed",
+                    f"{item[1]}: raw store could not be flushed to disk: {exc}",
+                    sha256_hex(item[0]),
+                    exception=exc,
+                )
+                for item in items
+            ]
+        results = [
+            item if isinstance(item, ImportResult) else self.import_bytes(*item, group_commit=True)
+            for item in items
+        ]
+        try:
+            make_durable(self.engine)
+        except Exception as exc:  # the commits happened; that they are on disk is unknown
+            log.error("database: making a group durable failed: %s", type(exc).__name__)
+            return [
+                # Unread files and failed imports wrote nothing: their results stand.
+                result
+                if result.outcome == "failed" or result.sha256 is None
+                else replace(
+                    result,
+                    outcome="failed",
+                    detail=f"{result.detail}; but the database did not confirm it is on disk "
+                    f"({type(exc).__name__}): import the file again to check",
+                    exception=exc,
+                )
+                for result in results
+            ]
+        return results
+
+    def import_bytes(self, data: bytes, name: str, *, group_commit: bool = False) -> ImportResult:
+        """Import one export held in memory (`name` labels it in results and rows).
+
+        `group_commit`: the caller makes the commit durable later (`import_many`).
+        """
         digest = sha256_hex(data)
         try:
             try:
-                return self._import(data, digest, name)
+                return self._import(data, digest, name, group_commit)
             except IntegrityError:
                 # Another importer (a second service on one PostgreSQL database) stored
                 # the same bytes or session between this one's check and its insert:
                 # once more, the file is recognised as already stored.
                 log.info("file %s: stored meanwhile by another importer, retrying", digest[:12])
-                return self._import(data, digest, name)
+                return self._import(data, digest, name, group_commit)
         except Exception as exc:  # one broken import must not stop the others
             log.error("import of %s failed: %s", digest[:12], type(exc).__name__)
             log.debug("import of %s failed", digest[:12], exc_info=exc)
@@ -241,8 +340,8 @@ class Importer:
 
     # -- one file -----------------------------------------------------------
 
-    def _import(self, data: bytes, digest: str, name: str) -> ImportResult:
-        with write_transaction(self.engine) as connection:
+    def _import(self, data: bytes, digest: str, name: str, group_commit: bool) -> ImportResult:
+        with write_transaction(self.engine, group_commit=group_commit) as connection:
             seen = self._seen(connection, digest, name)
             if seen is not None:
                 return seen

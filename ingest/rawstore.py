@@ -5,7 +5,9 @@ can be re-processed by a later parser. A file lives at `<root>/ab/cd/<sha256>`
 (the first two pairs of hex digits as folders). Writing is atomic and durable:
 a temporary file in the target folder, written and fsync'ed, made read-only, then
 hard-linked to its final name (a link never replaces an existing name, so nothing
-is ever overwritten) and the folder fsync'ed. Files are 0400, folders 0700: the
+is ever overwritten) and the folder fsync'ed. A bulk import defers those fsyncs
+(`put(..., defer_sync=True)`) and flushes a whole group with one `sync()` before
+any database row names the group's files. Files are 0400, folders 0700: the
 bytes hold patient identifiers. Nothing here deletes a stored file. Reading checks
 the hash, so a damaged file is noticed, not trusted.
 """
@@ -49,12 +51,14 @@ class RawStore:
         # durable=False skips the fsyncs (tests and benchmarks of other parts only).
         self.durable = durable
         self._known_dirs: set[Path] = set()
+        # Files and folders written with defer_sync=True and not flushed yet.
+        self._unsynced: dict[Path, None] = {}
 
     def path_for(self, digest: str) -> Path:
         _check_digest(digest)
         return self.root / digest[:2] / digest[2:4] / digest
 
-    def _make_dirs(self, folder: Path) -> None:
+    def _make_dirs(self, folder: Path, *, sync: bool) -> None:
         """Create the root and the two hash folders 0700 (umask does not apply)."""
         if folder in self._known_dirs:
             return
@@ -66,9 +70,11 @@ class RawStore:
                 continue
             os.chmod(path, DIR_MODE)
             created.append(path)
-        if self.durable:
-            for path in created:
+        for path in created:
+            if sync:
                 fsync_dir(path.parent)
+            elif self.durable:
+                self._unsynced[path.parent] = None
         if len(self._known_dirs) >= KNOWN_DIRS:
             self._known_dirs.clear()
         self._known_dirs.add(folder)
@@ -76,14 +82,18 @@ class RawStore:
     def contains(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def put(self, data: bytes) -> tuple[str, Path]:
-        """Keep `data`; returns its SHA-256 and where it lives. Already stored: not rewritten."""
+    def put(self, data: bytes, *, defer_sync: bool = False) -> tuple[str, Path]:
+        """Keep `data`; returns its SHA-256 and where it lives. Already stored: not rewritten.
+
+        `defer_sync`: the file and its folder are flushed by the next `sync()`, not now.
+        """
         digest = sha256_hex(data)
         final = self.path_for(digest)
         if final.is_file():
             return digest, final
         folder = final.parent
-        self._make_dirs(folder)
+        sync_now = self.durable and not defer_sync
+        self._make_dirs(folder, sync=sync_now)
         temp = folder / f".tmp-{digest[:16]}-{os.getpid()}-{id(data):x}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -92,7 +102,7 @@ class RawStore:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                if self.durable:
+                if sync_now:
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -101,10 +111,33 @@ class RawStore:
         finally:
             if temp.exists():
                 temp.unlink()
-        if self.durable:
+        if sync_now:
             fsync_dir(folder)
+        elif self.durable:
+            self._unsynced[final] = None
+            self._unsynced[folder] = None
         log.debug("raw store: kept %s (%d bytes)", digest[:12], len(data))
         return digest, final
+
+    def sync(self) -> int:
+        """Flush every file and folder `put(..., defer_sync=True)` wrote; returns how many.
+
+        Files first, then folders (a name on disk must never point at unwritten bytes).
+        """
+        pending = list(self._unsynced)
+        files = [path for path in pending if not path.is_dir()]
+        folders = [path for path in pending if path.is_dir()]
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for folder in folders:
+            fsync_dir(folder)
+        for path in pending:
+            del self._unsynced[path]
+        return len(pending)
 
     @staticmethod
     def _publish(temp: Path, final: Path) -> None:

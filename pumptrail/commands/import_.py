@@ -2,7 +2,10 @@
 
 Folders are walked recursively, every regular file in sorted order whatever its
 extension (coding-rules.md §7.16). Each file is one transaction: a broken file is
-reported with its error and the others are still imported. One line per file
+reported with its error and the others are still imported. Files go in groups with
+group commit (`Importer.import_many`): a group's raw bytes are flushed to disk
+before its transactions, and its transactions are made durable together before its
+lines are printed. One line per file
 (`imported`, `duplicate`, `refused` with the reason), then the summary
 `N files: a imported, b duplicate, c refused`. Exit status 1 when any file was
 refused, 2 when the database or settings cannot be used, else 0.
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from db.audit import cli_actor
-from ingest.pipeline import Importer, ImportSummary, summary_counts
+from ingest.pipeline import GROUP_FILES, Importer, ImportSummary, summary_counts
 from ingest.rawstore import RawStore
 from pumptrail.commands.db import (
     CommandError,
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         importer = Importer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
         summary = ImportSummary()
-        for result in importer.import_paths(args.paths):
+        for result in importer.import_paths(args.paths, group=GROUP_FILES):
             summary.results.append(result)
             if not args.quiet or result.outcome in ("refused", "failed"):
                 print(f"{result.outcome:<9} {result.detail}", flush=True)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import IntegrityError
 
 from db.engine import (
     DatabaseUrlError,
+    make_durable,
     make_engine,
     normalize_url,
     safe_url_text,
@@ -144,5 +146,71 @@ def test_foreign_keys_enforced(db_url: str) -> None:
     try:
         with pytest.raises(IntegrityError), engine.begin() as connection:
             connection.execute(insert(sessions).values(**row))
+    finally:
+        engine.dispose()
+
+
+def commit_wait_setting(engine: Engine, *, group_commit: bool) -> str:
+    """What the backend says about waiting for the disk, inside such a write transaction."""
+    with write_transaction(engine, group_commit=group_commit) as connection:
+        if connection.dialect.name == "sqlite":
+            level = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+            return {1: "NORMAL", 2: "FULL"}[int(level or 0)]
+        return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+
+def test_group_commit_transactions_do_not_wait_for_the_disk_and_others_still_do(
+    db_url: str,
+) -> None:
+    # A pool of one: the same connection must switch back and forth.
+    engine = open_database(db_url)
+    engine.dispose()
+    engine = make_engine(db_url, pool_size=1, max_overflow=0)
+    try:
+        sqlite = engine.dialect.name == "sqlite"
+        durable, deferred = ("FULL", "NORMAL") if sqlite else ("on", "off")
+        assert commit_wait_setting(engine, group_commit=False) == durable
+        assert commit_wait_setting(engine, group_commit=True) == deferred
+        assert commit_wait_setting(engine, group_commit=False) == durable
+        with engine.connect() as connection:  # a plain read transaction: the default
+            if sqlite:
+                assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+            else:
+                assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        # Group commits are committed (visible) at once; make_durable then returns cleanly.
+        with write_transaction(engine, group_commit=True) as connection:
+            connection.execute(text("INSERT INTO pumps (serial, model) VALUES ('G1', 'IT-40')"))
+        make_durable(engine)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM pumps")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_make_durable_flushes_the_sqlite_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_database(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        with write_transaction(engine, group_commit=True) as connection:
+            connection.execute(text("INSERT INTO pumps (serial, model) VALUES ('G1', 'IT-40')"))
+        flushed: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        make_durable(engine)
+        assert flushed == [f"{tmp_path / 'p.db'}-wal", str(tmp_path / "p.db")]
+    finally:
+        engine.dispose()
+
+
+def test_make_durable_of_an_in_memory_database_does_nothing() -> None:
+    engine = make_engine("sqlite://")
+    try:
+        make_durable(engine)
     finally:
         engine.dispose()

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy.engine import Connection
 
 from db import queries
+from db.engine import WRITE_OPTION, make_durable
+from db.migrate import open_database
 from db.models import (
     events,
     evidence,
@@ -28,7 +31,8 @@ from db.models import (
 from evidence import derive_evidence, evidence_document
 from fixtures.scenario import Scenario
 from fixtures.scenarios import VisitPlan, drain, new_pump, visit
-from ingest.pipeline import Importer, walk_folder
+from ingest import pipeline
+from ingest.pipeline import Importer, ImportResult, walk_folder
 from ingest.rawstore import RawStore
 from parsers.errors import DecodeError
 from parsers.model import Session
@@ -528,3 +532,126 @@ def test_import_writes_the_code_of_every_profile_with_the_evidence(
         document = stored_evidence(imp)[0]
     assert rows == {profile: code["procedure"] for profile, code in document["codes"].items()}
     assert set(rows) >= {"rate-dose", "rate-dose-alarms", "any-setting"}
+
+
+# ---------------------------------------------------------------------------
+# Bulk import with group commit (`pumptrail import`)
+
+
+class RecordingStore(RawStore):
+    """A durable raw store that notes each group flush in a shared log."""
+
+    def __init__(self, root: Path, log: list[object], *, fail_sync: bool = False) -> None:
+        super().__init__(root, durable=True)
+        self.log = log
+        self.fail_sync = fail_sync
+
+    def sync(self) -> int:
+        if self.fail_sync:
+            self.log.append("sync failed")
+            raise OSError(5, "Input/output error")
+        flushed = super().sync()
+        self.log.append(("sync", flushed))
+        return flushed
+
+
+def bulk_files(tmp_path: Path) -> list[tuple[bytes, str] | ImportResult]:
+    """Five visits of one pump, a refused file, an unreadable one and a duplicate."""
+    visits = [binary(s) for s in history(41, visits=5)]
+    unreadable = ImportResult("gone.psl", "refused", "gone.psl: cannot read: No such file")
+    return [
+        *((data, f"v{i}.psl") for i, data in enumerate(visits[:3])),
+        (b"not an export", "junk.txt"),
+        unreadable,
+        *((data, f"v{i}.psl") for i, data in enumerate(visits[3:], start=3)),
+        (visits[0], "copy-of-v0.psl"),
+    ]
+
+
+def test_bulk_import_flushes_raw_bytes_first_and_reports_a_group_once_it_is_durable(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = bulk_files(tmp_path)
+    log: list[object] = []
+    real_make_durable = make_durable
+
+    def recording_make_durable(engine: Engine) -> None:
+        real_make_durable(engine)
+        log.append("durable")
+
+    monkeypatch.setattr(pipeline, "make_durable", recording_make_durable)
+    engine = open_database(db_url)
+    try:
+
+        def note_import_commit(connection: Connection) -> None:
+            if connection.get_execution_options().get(WRITE_OPTION):
+                log.append("commit")
+
+        event.listen(engine, "commit", note_import_commit)
+        imp = Importer(engine, RecordingStore(tmp_path / "raw", log), rules())
+        results = imp.import_many(iter(items), group=4)
+        first = next(results)
+        # Group 1 (v0, v1, v2, junk): flushed, four commits, made durable, then reported.
+        assert log[0][0] == "sync" and log[0][1] >= 4  # type: ignore[index]
+        assert log[1:] == ["commit"] * 4 + ["durable"]
+        rest = list(results)
+        # Group 2 (unreadable, v3, v4, copy): the unreadable file commits nothing.
+        assert log[6][0] == "sync"  # type: ignore[index]
+        assert log[7:] == ["commit"] * 3 + ["durable"]
+        bulk = [first, *rest]
+        bulk_evidence = stored_evidence(imp)
+    finally:
+        engine.dispose()
+    # The outcome, detail and evidence of every file equal a file-by-file import's
+    # (into SQLite: neither depends on the backend).
+    with importer(f"sqlite:///{tmp_path / 'one-by-one.db'}", tmp_path / "raw2") as other:
+        one_by_one = [
+            item if isinstance(item, ImportResult) else other.import_bytes(*item) for item in items
+        ]
+        one_by_one_evidence = stored_evidence(other)
+    assert [(r.name, r.outcome, r.detail) for r in bulk] == [
+        (r.name, r.outcome, r.detail) for r in one_by_one
+    ]
+    assert [r.outcome for r in bulk] == ["imported"] * 3 + ["refused"] * 2 + ["imported"] * 2 + [
+        "duplicate"
+    ]
+    assert bulk_evidence == one_by_one_evidence
+    assert len(bulk_evidence) == 5
+
+
+def test_bulk_import_group_whose_raw_bytes_cannot_be_flushed_stores_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    visits = [binary(s) for s in history(42, visits=3)]
+    log: list[object] = []
+    with importer(db_url, tmp_path / "unused") as imp:
+        imp.store = RecordingStore(tmp_path / "raw", log, fail_sync=True)
+        results = list(imp.import_many([(d, f"v{i}.psl") for i, d in enumerate(visits)]))
+        assert [r.outcome for r in results] == ["failed"] * 3
+        assert "raw store could not be flushed to disk" in results[0].detail
+        assert count(imp, sessions) == 0 and count(imp, raw_files) == 0
+        # The next run, with a working disk, imports them.
+        imp.store.fail_sync = False
+        again = list(imp.import_many([(d, f"v{i}.psl") for i, d in enumerate(visits)]))
+        assert [r.outcome for r in again] == ["imported"] * 3
+
+
+def test_bulk_import_says_when_the_database_cannot_confirm_a_group_is_on_disk(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    visits = [binary(s) for s in history(43, visits=2)]
+
+    def unconfirmed(_engine: Engine) -> None:
+        raise OSError(5, "Input/output error")
+
+    with importer(db_url, tmp_path / "raw") as imp:
+        monkeypatch.setattr(pipeline, "make_durable", unconfirmed)
+        items = [(visits[0], "v0.psl"), (b"junk", "junk.txt"), (visits[1], "v1.psl")]
+        results = list(imp.import_many(items))
+        assert [r.outcome for r in results] == ["failed"] * 3
+        assert all("import the file again to check" in r.detail for r in results)
+        assert results[0].detail.startswith("v0.psl: session ")
+        monkeypatch.undo()
+        # Importing again tells what the database kept.
+        again = list(imp.import_many(items))
+        assert [r.outcome for r in again] == ["duplicate", "refused", "duplicate"]

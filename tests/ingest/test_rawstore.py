@@ -84,3 +84,54 @@ def test_durable_and_fast_modes_store_the_same(tmp_path: Path) -> None:
     assert d1 == d2
     assert p1.read_bytes() == p2.read_bytes() == data
     assert mode(p1) == mode(p2) == 0o400
+
+
+def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every file or folder os.fsync flushes from now on."""
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return flushed
+
+
+def test_deferred_puts_are_flushed_by_sync_files_before_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RawStore(tmp_path / "raw", durable=True)
+    flushed = fsynced_paths(monkeypatch)
+    blobs = [os.urandom(300) for _ in range(3)]
+    paths = [store.put(data, defer_sync=True)[1] for data in blobs]
+    assert flushed == [], "a deferred put flushes nothing"
+    assert [p.read_bytes() for p in paths] == blobs
+    assert store.sync() == len(flushed)
+    files = [str(p) for p in paths]
+    assert set(files) <= set(flushed)
+    for path in paths:
+        assert str(path.parent) in flushed
+        assert flushed.index(str(path)) < flushed.index(str(path.parent))
+    assert flushed.index(str(tmp_path / "raw")) > max(flushed.index(f) for f in files)
+    flushed.clear()
+    assert store.sync() == 0 and flushed == [], "nothing left to flush"
+
+
+def test_an_immediate_put_flushes_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RawStore(tmp_path / "raw", durable=True)
+    flushed = fsynced_paths(monkeypatch)
+    _, path = store.put(b"bytes")
+    assert str(path.parent) in flushed
+    assert store.sync() == 0
+
+
+def test_a_fast_store_never_flushes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RawStore(tmp_path / "raw", durable=False)
+    flushed = fsynced_paths(monkeypatch)
+    store.put(b"bytes", defer_sync=True)
+    store.put(b"more")
+    assert store.sync() == 0 and flushed == []
