@@ -264,6 +264,13 @@ def _lock_for_append(connection: Connection) -> None:
         )
 
 
+# Built once: every import appends an entry (db.queries explains why).
+_LAST_ENTRY = (
+    select(audit_log.c.id, audit_log.c.entry_hash).order_by(audit_log.c.id.desc()).limit(1)
+)
+_INSERT_ENTRY = insert(audit_log)
+
+
 def append(
     conn: Connection | OrmSession,
     *,
@@ -291,9 +298,7 @@ def append(
         raise ValueError(f"audit target longer than {TARGET_LEN} characters")
     stored_detail = detail_text(detail)
     _lock_for_append(connection)
-    last = connection.execute(
-        select(audit_log.c.id, audit_log.c.entry_hash).order_by(audit_log.c.id.desc()).limit(1)
-    ).first()
+    last = connection.execute(_LAST_ENTRY).first()
     entry_id, prev_hash = (1, GENESIS_HASH) if last is None else (int(last[0]) + 1, str(last[1]))
     at = utc_now()
     entry_hash = compute_hash(
@@ -306,16 +311,17 @@ def append(
         prev_hash=prev_hash,
     )
     connection.execute(
-        insert(audit_log).values(
-            id=entry_id,
-            at=at,
-            actor=actor,
-            action=action,
-            target=target,
-            detail=stored_detail,
-            prev_hash=prev_hash,
-            entry_hash=entry_hash,
-        )
+        _INSERT_ENTRY,
+        {
+            "id": entry_id,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": stored_detail,
+            "prev_hash": prev_hash,
+            "entry_hash": entry_hash,
+        },
     )
     return AuditEntry(
         entry_id, at, actor, action, target, json.loads(stored_detail), prev_hash, entry_hash

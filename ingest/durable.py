@@ -8,9 +8,11 @@ ends with `fsync_dir`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # link() failing this way means the file system has no hard links.
@@ -46,3 +48,39 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2) from the C library, or None where there is none."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function = ctypes.CDLL(name, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def sync_filesystem(path: Path) -> bool:
+    """Flush everything written to the file system holding `path` (Linux syncfs(2)).
+
+    One call instead of an fsync per file and folder: a group of new files costs one
+    journal commit. False where syncfs is not available (the caller fsyncs instead);
+    OSError when the file system reports a write-back error.
+    """
+    if _SYNCFS is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _SYNCFS(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"syncfs: {os.strerror(code)}", str(path))
+    finally:
+        os.close(fd)
+    return True

@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from ingest.durable import fsync_dir, link_to_free_name
+from ingest.durable import fsync_dir, link_to_free_name, sync_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,16 @@ class RawStore:
     def sync(self) -> int:
         """Flush every file and folder `put(..., defer_sync=True)` wrote; returns how many.
 
-        Files first, then folders (a name on disk must never point at unwritten bytes).
+        One syncfs of the store's file system where there is one; else an fsync of
+        each, files first, then folders (a name on disk must never point at
+        unwritten bytes).
         """
         pending = list(self._unsynced)
+        if not pending:
+            return 0
+        if sync_filesystem(self.root):
+            self._unsynced.clear()
+            return len(pending)
         files = [path for path in pending if not path.is_dir()]
         folders = [path for path in pending if path.is_dir()]
         for path in files:

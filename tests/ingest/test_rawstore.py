@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
+from ingest import durable, rawstore
+from ingest.durable import sync_filesystem
 from ingest.rawstore import RawStore, RawStoreError
 
 
@@ -99,9 +104,47 @@ def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return flushed
 
 
-def test_deferred_puts_are_flushed_by_sync_files_before_folders(
+def test_deferred_puts_are_flushed_by_one_syncfs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = RawStore(tmp_path / "raw", durable=True)
+    flushed = fsynced_paths(monkeypatch)
+    synced: list[Path] = []
+    real_sync_filesystem = rawstore.sync_filesystem
+
+    def recording_sync_filesystem(path: Path) -> bool:
+        synced.append(path)
+        return real_sync_filesystem(path)
+
+    monkeypatch.setattr(rawstore, "sync_filesystem", recording_sync_filesystem)
+    for index in range(3):
+        store.put(bytes([index]) * 100, defer_sync=True)
+    assert store.sync() >= 3
+    assert synced == [tmp_path / "raw"]
+    assert flushed == [], "syncfs flushed them: no fsync per file"
+    assert store.sync() == 0 and synced == [tmp_path / "raw"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="syncfs(2) is Linux's")
+def test_sync_filesystem_is_available_on_linux(tmp_path: Path) -> None:
+    assert sync_filesystem(tmp_path) is True
+
+
+def test_a_syncfs_error_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(_fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(durable, "_SYNCFS", failing)
+    with pytest.raises(OSError, match="Input/output error") as info:
+        sync_filesystem(tmp_path)
+    assert info.value.errno == errno.EIO
+
+
+def test_without_syncfs_deferred_puts_are_fsynced_files_before_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rawstore, "sync_filesystem", lambda _path: False)
     store = RawStore(tmp_path / "raw", durable=True)
     flushed = fsynced_paths(monkeypatch)
     blobs = [os.urandom(300) for _ in range(3)]
