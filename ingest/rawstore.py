@@ -63,13 +63,21 @@ class RawStore:
         if folder in self._known_dirs:
             return
         created: list[Path] = []
-        for path in (self.root, folder.parent, folder):
+        # Most new files need one new folder: try the deepest first, go up only when needed.
+        missing = [folder]
+        while missing:
+            path = missing[-1]
             try:
                 path.mkdir(mode=DIR_MODE, parents=path is self.root)
             except FileExistsError:
+                pass
+            except FileNotFoundError:
+                missing.append(path.parent)
                 continue
-            os.chmod(path, DIR_MODE)
-            created.append(path)
+            else:
+                os.chmod(path, DIR_MODE)
+                created.append(path)
+            missing.pop()
         for path in created:
             if sync:
                 fsync_dir(path.parent)
