@@ -23,6 +23,9 @@ from fixtures.scenarios import realistic_scenario
 from parsers import psl_binary, psl_csv
 
 FRAME = struct.Struct("<BBHHI")
+RATIO_TARGET = 7.0
+BINARY_MB_S_TARGET = 20.0
+CSV_MB_S_TARGET = 5.0
 
 
 def bare_walk(data: bytes) -> int:
@@ -46,12 +49,24 @@ def bare_walk(data: bytes) -> int:
 
 
 def _time(func: Callable[[bytes], object], corpus: list[bytes], repeat: int = 5) -> float:
-    best = float("inf")
+    return _time_interleaved([func], corpus, repeat)[0]
+
+
+def _time_interleaved(
+    funcs: list[Callable[[bytes], object]], corpus: list[bytes], repeat: int = 5
+) -> list[float]:
+    """Each function's best time over the corpus, the functions taking turns.
+
+    Taking turns, a slow spell of the machine hits the baseline and the decoder
+    alike, so their ratio holds better than with one measured after the other.
+    """
+    best = [float("inf")] * len(funcs)
     for _ in range(repeat):
-        started = time.perf_counter()
-        for data in corpus:
-            func(data)
-        best = min(best, time.perf_counter() - started)
+        for index, func in enumerate(funcs):
+            started = time.perf_counter()
+            for data in corpus:
+                func(data)
+            best[index] = min(best[index], time.perf_counter() - started)
     return best
 
 
@@ -82,16 +97,24 @@ def main(*, quick: bool = False) -> None:
     del scenarios
     gc.collect()
     gc.freeze()
-    floor = _time(bare_walk, binaries)
+    floor, binary = _time_interleaved(
+        [bare_walk, lambda d: psl_binary.decode(d, source="bench")], binaries
+    )
     _report("baseline: bare framing walk", floor, binaries, None)
-    binary = _time(lambda d: psl_binary.decode(d, source="bench"), binaries)
     _report("psl-binary decode -> Session", binary, binaries, floor)
     csv = _time(lambda d: psl_csv.decode(d, source="bench"), csvs, repeat=2)
     _report("psl-csv decode -> Session", csv, csvs, floor)
     binary_mb_s = sum(map(len, binaries)) / 1e6 / binary
+    floor_mb_s = sum(map(len, binaries)) / 1e6 / floor
     csv_mb_s = sum(map(len, csvs)) / 1e6 / csv
+    # The issue's two forms of one target: 20 MB/s was 7x the floor's time on its corpus
+    # (floor 135 MB/s). Both verdicts are printed; on a corpus of smaller records
+    # (a lower floor in MB/s) the ratio is the one that compares like with like.
     print(
-        f"   targets: binary >= 20 MB/s and <= 7x floor: "
-        f"{'met' if binary_mb_s >= 20 and binary / floor <= 7 else 'NOT met'}; "
-        f"CSV >= 5 MB/s: {'met' if csv_mb_s >= 5 else 'NOT met'}"
+        f"   targets: binary <= {RATIO_TARGET:.0f}x the floor's time: "
+        f"{'met' if binary / floor <= RATIO_TARGET else 'NOT met'} ({binary / floor:.1f}x); "
+        f"binary >= {BINARY_MB_S_TARGET:.0f} MB/s: "
+        f"{'met' if binary_mb_s >= BINARY_MB_S_TARGET else 'NOT met'} ({binary_mb_s:.1f} MB/s, "
+        f"floor {floor_mb_s:.0f} MB/s); CSV >= {CSV_MB_S_TARGET:.0f} MB/s: "
+        f"{'met' if csv_mb_s >= CSV_MB_S_TARGET else 'NOT met'} ({csv_mb_s:.1f} MB/s)"
     )

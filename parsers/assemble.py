@@ -168,16 +168,16 @@ def assemble(
         # ALARM first: the pump's log makes most of a session's records.
         if kind is AlarmRec:
             alarm: AlarmRec = rec  # type: ignore[assignment]
-            code = alarm.code
+            # One unpack instead of an attribute lookup per field.
+            _index, position, _time, code, severity, state, pump_time = alarm
             word = known_alarms.get(code)
             if word is None:
                 word = alarm_word(code)
                 log.warn(
                     f"ALARM at {describe_time(time_local)} has unknown alarm code 0x{code:04x}",
                     code="unknown_alarm_code",
-                    position=alarm.position,
+                    position=position,
                 )
-            pump_time = alarm.occurred_pump_clock
             if pump_time is None:
                 occurred = None
             elif clock_shift is not None:
@@ -191,10 +191,10 @@ def assemble(
                     AlarmEvent,
                     (
                         time_local,
-                        alarm.position,
+                        position,
                         word,
-                        alarm.severity,
-                        alarm.state,
+                        severity,
+                        state,
                         pump_time,
                         occurred,
                         "alarm",

@@ -1032,7 +1032,7 @@ def decode_records(
     times = cur.times
     frame_size = _FRAME_SIZE
     crc_size = _CRC_SIZE
-    # Plain ints: comparing with an IntEnum member costs a method call per record.
+    # Plain ints for the per-record comparisons.
     end_type = int(RecordType.END)
     alarm_type = int(RecordType.ALARM)
     not_applicable = TIMESTAMP_NOT_APPLICABLE
@@ -1081,11 +1081,8 @@ def decode_records(
                             code,
                             severity_word,
                             state_word,
-                            times[occurred]
-                            if occurred in times
-                            else None
-                            if occurred == not_applicable
-                            else from_posix(occurred + epoch),
+                            # Pump-clock instants are each alarm's own: no reuse to look up.
+                            None if occurred == not_applicable else from_posix(occurred + epoch),
                         ),
                     )
                 )
