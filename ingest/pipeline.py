@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from db import audit, queries
+from db.bulk import RowInserter
 from db.codec import (
     dumps,
     event_rows,
@@ -91,8 +92,9 @@ _EXISTING = select(
 ).where(sessions.c.session_id == bindparam("session_id"))
 _INSERT_RAW = insert(raw_files)
 _INSERT_SESSION = insert(sessions)
-_INSERT_SETTINGS = insert(setting_values)
-_INSERT_EVENTS = insert(events)
+# A session's many rows go to the driver directly (db.bulk explains why).
+_SETTINGS_INSERTER = RowInserter(setting_values)
+_EVENTS_INSERTER = RowInserter(events)
 
 Outcome = Literal["imported", "duplicate", "refused", "failed"]
 BINARY = "psl-binary"
@@ -553,13 +555,9 @@ class Importer:
 
     @staticmethod
     def _insert_rows(connection: Connection, pk: int, incoming: Incoming) -> None:
-        """Snapshot and event rows: Core executemany (one round trip per table)."""
-        settings = setting_rows(pk, incoming.session, incoming.document)
-        if settings:
-            connection.execute(_INSERT_SETTINGS, settings)
-        event_list = event_rows(pk, incoming.session, incoming.document)
-        if event_list:
-            connection.execute(_INSERT_EVENTS, event_list)
+        """Snapshot and event rows: one executemany per table."""
+        _SETTINGS_INSERTER.insert(connection, setting_rows(pk, incoming.session, incoming.document))
+        _EVENTS_INSERTER.insert(connection, event_rows(pk, incoming.session, incoming.document))
 
     def replace_session(
         self, connection: Connection, pk: int, incoming: Incoming, pump_id: int
