@@ -65,3 +65,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'db' / 'pumptrail.db'}"
         return
     yield request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every file or folder `os.fsync` flushes during the test, in order."""
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return flushed

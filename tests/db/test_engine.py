@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
 from datetime import datetime
@@ -187,23 +186,14 @@ def test_group_commit_transactions_do_not_wait_for_the_disk_and_others_still_do(
         engine.dispose()
 
 
-def test_make_durable_flushes_the_sqlite_wal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_make_durable_flushes_the_sqlite_wal(tmp_path: Path, fsynced_paths: list[str]) -> None:
     engine = open_database(f"sqlite:///{tmp_path / 'p.db'}")
     try:
         with write_transaction(engine, group_commit=True) as connection:
             connection.execute(text("INSERT INTO pumps (serial, model) VALUES ('G1', 'IT-40')"))
-        flushed: list[str] = []
-        real_fsync = os.fsync
-
-        def recording_fsync(fd: int) -> None:
-            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", recording_fsync)
+        fsynced_paths.clear()
         make_durable(engine)
-        assert flushed == [f"{tmp_path / 'p.db'}-wal", str(tmp_path / "p.db")]
+        assert fsynced_paths == [f"{tmp_path / 'p.db'}-wal", str(tmp_path / "p.db")]
     finally:
         engine.dispose()
 

@@ -91,26 +91,13 @@ def test_durable_and_fast_modes_store_the_same(tmp_path: Path) -> None:
     assert mode(p1) == mode(p2) == 0o400
 
 
-def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the path of every file or folder os.fsync flushes from now on."""
-    flushed: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    return flushed
-
-
 def test_deferred_puts_are_flushed_by_one_syncfs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsynced_paths: list[str]
 ) -> None:
     store = RawStore(tmp_path / "raw", durable=True)
-    flushed = fsynced_paths(monkeypatch)
+    flushed = fsynced_paths
     synced: list[Path] = []
-    real_sync_filesystem = rawstore.sync_filesystem
+    real_sync_filesystem = sync_filesystem
 
     def recording_sync_filesystem(path: Path) -> bool:
         synced.append(path)
@@ -142,11 +129,11 @@ def test_a_syncfs_error_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_without_syncfs_deferred_puts_are_fsynced_files_before_folders(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsynced_paths: list[str]
 ) -> None:
     monkeypatch.setattr(rawstore, "sync_filesystem", lambda _path: False)
     store = RawStore(tmp_path / "raw", durable=True)
-    flushed = fsynced_paths(monkeypatch)
+    flushed = fsynced_paths
     blobs = [os.urandom(300) for _ in range(3)]
     paths = [store.put(data, defer_sync=True)[1] for data in blobs]
     assert flushed == [], "a deferred put flushes nothing"
@@ -163,18 +150,18 @@ def test_without_syncfs_deferred_puts_are_fsynced_files_before_folders(
 
 
 def test_an_immediate_put_flushes_before_it_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsynced_paths: list[str]
 ) -> None:
     store = RawStore(tmp_path / "raw", durable=True)
-    flushed = fsynced_paths(monkeypatch)
+    flushed = fsynced_paths
     _, path = store.put(b"bytes")
     assert str(path.parent) in flushed
     assert store.sync() == 0
 
 
-def test_a_fast_store_never_flushes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fast_store_never_flushes(tmp_path: Path, fsynced_paths: list[str]) -> None:
     store = RawStore(tmp_path / "raw", durable=False)
-    flushed = fsynced_paths(monkeypatch)
+    flushed = fsynced_paths
     store.put(b"bytes", defer_sync=True)
     store.put(b"more")
     assert store.sync() == 0 and flushed == []
