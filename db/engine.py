@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +44,13 @@ from sqlalchemy.pool import ConnectionPoolEntry
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 SQLITE_PRAGMAS: tuple[str, ...] = (
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=FULL",
-    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
 )
+# Seconds between attempts at a pragma that SQLite refused as busy without waiting.
+_BUSY_RETRY_S = 0.01
 
 # Execution option that makes the next transaction on a connection a write
 # transaction (`BEGIN IMMEDIATE` on SQLite; nothing special elsewhere).
@@ -108,9 +111,27 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Connection
     cursor = dbapi_connection.cursor()
     try:
         for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            _execute_when_not_busy(cursor, pragma)
     finally:
         cursor.close()
+
+
+def _execute_when_not_busy(cursor: sqlite3.Cursor, statement: str) -> None:
+    """Execute, trying again while SQLite answers SQLITE_BUSY, up to the busy timeout.
+
+    Two connections switching a new database to WAL at once both hold a shared lock
+    and want an exclusive one: SQLite refuses one of them at once, without the busy
+    handler (it would wait forever), so the busy timeout alone does not cover it.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(_BUSY_RETRY_S)
 
 
 def _on_sqlite_begin(connection: Connection) -> None:

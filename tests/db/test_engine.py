@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db.engine import (
     DatabaseUrlError,
+    _execute_when_not_busy,
     make_durable,
     make_engine,
     normalize_url,
@@ -204,3 +205,32 @@ def test_make_durable_of_an_in_memory_database_does_nothing() -> None:
         make_durable(engine)
     finally:
         engine.dispose()
+
+
+class BusyThenFine:
+    """A cursor that answers SQLITE_BUSY `busy` times, then executes."""
+
+    def __init__(self, busy: int, error_code: int = sqlite3.SQLITE_BUSY) -> None:
+        self.busy = busy
+        self.error_code = error_code
+        self.calls = 0
+
+    def execute(self, statement: str) -> None:
+        self.calls += 1
+        if self.calls <= self.busy:
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = self.error_code
+            raise error
+
+
+def test_a_pragma_refused_as_busy_is_tried_again() -> None:
+    cursor = BusyThenFine(busy=3)
+    _execute_when_not_busy(cursor, "PRAGMA journal_mode=WAL")  # type: ignore[arg-type]
+    assert cursor.calls == 4
+
+
+def test_other_sqlite_errors_are_not_retried() -> None:
+    cursor = BusyThenFine(busy=1, error_code=sqlite3.SQLITE_CORRUPT)
+    with pytest.raises(sqlite3.OperationalError):
+        _execute_when_not_busy(cursor, "PRAGMA journal_mode=WAL")  # type: ignore[arg-type]
+    assert cursor.calls == 1
