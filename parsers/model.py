@@ -74,11 +74,21 @@ class PumpStatus:
     battery: str
 
 
+# The offsets met so far, made once each (§2.1 allows 1,561: -720..840 minutes).
+_OFFSETS: dict[int, timedelta] = {}
+_OFFSETS_KEPT = 2048
+
+
 def to_utc(local: datetime | None, utc_offset_min: int) -> datetime | None:
     """UTC = local time minus the offset east of UTC (psl-binary-v1.md §1)."""
     if local is None:
         return None
-    return local - timedelta(minutes=utc_offset_min)
+    offset = _OFFSETS.get(utc_offset_min)
+    if offset is None:
+        offset = timedelta(minutes=utc_offset_min)
+        if len(_OFFSETS) < _OFFSETS_KEPT:
+            _OFFSETS[utc_offset_min] = offset
+    return local - offset
 
 
 class AlarmEvent(NamedTuple):

@@ -9,7 +9,7 @@ one session must print the same document but for `source_format`,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -31,7 +31,23 @@ def utc_text(instant: datetime | None) -> str | None:
     """ISO 8601 UTC with `Z`, seconds precision; None stays None."""
     if instant is None:
         return None
-    return instant.replace(microsecond=0).isoformat() + "Z"
+    return instant.isoformat(timespec="seconds") + "Z"
+
+
+def _local_to_utc_text(session: Session) -> Callable[[datetime | None], str | None]:
+    """`utc_text(session.utc(local))`, remembered: the alarms read at one interrogation
+    share their record time, so a session converts far fewer instants than it prints."""
+    texts: dict[datetime, str | None] = {}
+
+    def convert(local: datetime | None) -> str | None:
+        if local is None:
+            return None
+        text = texts.get(local)
+        if text is None:
+            text = texts[local] = utc_text(session.utc(local))
+        return text
+
+    return convert
 
 
 def value_json(value: ParamValue) -> JsonValue:
@@ -47,14 +63,20 @@ def settings_json(settings: Mapping[str, ParamValue]) -> dict[str, JsonValue]:
     return {name: value_json(value) for name, value in settings.items()}
 
 
-def event_json(event: Event, session: Session) -> dict[str, Any]:
-    doc: dict[str, Any] = {"type": event.type, "time_utc": utc_text(session.utc(event.time_local))}
+def event_json(
+    event: Event,
+    session: Session,
+    to_utc_text: Callable[[datetime | None], str | None] | None = None,
+) -> dict[str, Any]:
+    """An event as session-json.md writes it (`to_utc_text`: a session's converter)."""
+    convert = _local_to_utc_text(session) if to_utc_text is None else to_utc_text
+    doc: dict[str, Any] = {"type": event.type, "time_utc": convert(event.time_local)}
     if isinstance(event, AlarmEvent):
         doc.update(
             alarm=event.alarm,
             severity=event.severity,
             state=event.state,
-            occurred_at_utc=utc_text(session.utc(event.occurred_local)),
+            occurred_at_utc=convert(event.occurred_local),
         )
     elif isinstance(event, RefillEvent):
         doc.update(
@@ -81,6 +103,7 @@ def session_document(session: Session) -> dict[str, Any]:
     """The `pumptrail decode` document for one session."""
     patient = session.patient
     status = session.pump_status
+    to_utc_text = _local_to_utc_text(session)
     return {
         "source_format": session.source_format,
         "format_version": session.format_version,
@@ -114,7 +137,7 @@ def session_document(session: Session) -> dict[str, Any]:
             "firmware": status.firmware,
             "battery": status.battery,
         },
-        "events": [event_json(event, session) for event in session.events],
+        "events": [event_json(event, session, to_utc_text) for event in session.events],
         "warnings": list(session.warnings),
     }
 
