@@ -220,7 +220,8 @@ def make_durable(engine: Engine) -> None:
     with engine.connect() as connection, connection.begin():
         # Whatever the server's default, this commit waits for the flush.
         connection.exec_driver_sql("SET LOCAL synchronous_commit TO on")
-        connection.execute(text("SELECT pg_current_xact_id()"))
+        # txid_current(): every PostgreSQL version (pg_current_xact_id() is 13 and later).
+        connection.execute(text("SELECT txid_current()"))
 
 
 def safe_url_text(url: str | URL) -> str:
