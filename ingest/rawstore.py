@@ -1,8 +1,10 @@
 """The raw store: every imported file's bytes, kept once, by SHA-256 (Tidepool-style).
 
 Whatever arrives is kept before it is parsed, refused files included, so any import
-can be re-processed by a later parser. A file lives at `<root>/ab/cd/<sha256>`
-(the first two pairs of hex digits as folders). Writing is atomic and durable:
+can be re-processed by a later parser. A file lives at `<root>/ab/<sha256>` (its
+first two hex digits as the folder: 256 folders, so a new file seldom needs a new
+folder); files stored before November 2026 live at `<root>/ab/cd/<sha256>` and
+are found there. Writing is atomic and durable:
 a temporary file in the target folder, written and fsync'ed, made read-only, then
 hard-linked to its final name (a link never replaces an existing name, so nothing
 is ever overwritten) and the folder fsync'ed. A bulk import defers those fsyncs
@@ -25,8 +27,8 @@ log = logging.getLogger(__name__)
 
 FILE_MODE = 0o400
 DIR_MODE = 0o700
-# Hash folders remembered as existing (there are at most 65,536 of them).
-KNOWN_DIRS = 65_536
+# Hash folders remembered as existing (there are 256 of them).
+KNOWN_DIRS = 256
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -55,11 +57,17 @@ class RawStore:
         self._unsynced: dict[Path, None] = {}
 
     def path_for(self, digest: str) -> Path:
+        """Where the file with this SHA-256 is, or is written when it is not stored yet."""
         _check_digest(digest)
-        return self.root / digest[:2] / digest[2:4] / digest
+        path = self.root / digest[:2] / digest
+        if path.is_file():
+            return path
+        # The two-level layout of stores written before November 2026.
+        legacy = self.root / digest[:2] / digest[2:4] / digest
+        return legacy if legacy.is_file() else path
 
     def _make_dirs(self, folder: Path, *, sync: bool) -> None:
-        """Create the root and the two hash folders 0700 (umask does not apply)."""
+        """Create the root and the hash folder 0700 (umask does not apply)."""
         if folder in self._known_dirs:
             return
         created: list[Path] = []

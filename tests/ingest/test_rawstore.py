@@ -26,10 +26,33 @@ def test_put_addresses_by_sha256(tmp_path: Path) -> None:
     data = b"\x89PSL\r\n\x1a\n some export bytes"
     digest, path = store.put(data)
     assert digest == hashlib.sha256(data).hexdigest()
-    assert path == tmp_path / "raw" / digest[:2] / digest[2:4] / digest
+    assert path == tmp_path / "raw" / digest[:2] / digest
     assert path.read_bytes() == data
     assert store.contains(digest)
     assert store.get(digest) == data
+
+
+def test_files_in_the_earlier_two_level_layout_are_found_and_never_written_again(
+    tmp_path: Path,
+) -> None:
+    """A store written before November 2026 keeps `<root>/ab/cd/<sha256>`."""
+    data = b"bytes stored by an earlier pumptrail"
+    digest = hashlib.sha256(data).hexdigest()
+    legacy = tmp_path / "raw" / digest[:2] / digest[2:4] / digest
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(data)
+    legacy.chmod(0o400)
+    store = RawStore(tmp_path / "raw")
+    assert store.path_for(digest) == legacy
+    assert store.contains(digest)
+    assert store.get(digest) == data
+    assert store.put(data) == (digest, legacy)
+    assert not (tmp_path / "raw" / digest[:2] / digest).exists()
+    # A damaged legacy file is noticed like any other.
+    legacy.chmod(0o600)
+    legacy.write_bytes(b"edited")
+    with pytest.raises(RawStoreError, match="damaged"):
+        store.get(digest)
 
 
 def test_files_are_read_only_and_folders_private(tmp_path: Path) -> None:
