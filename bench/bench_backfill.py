@@ -10,8 +10,9 @@ take to settle included), and from the first file archived to the last.
 
 Baseline, same run, same files: the bare `pumptrail import FOLDER` of a copy of
 the folder into another temporary database, timed as a subprocess, files/s. Both
-keep the raw bytes durably (fsync) and derive the evidence; the service also
-moves every file (a link, an unlink, two folder fsyncs) and checks it did not
+keep the raw bytes durably and derive the evidence; the import commits in groups
+(group commit, one flush per 64 files), the service commits each file durably
+before it moves it (a link, an unlink, two folder fsyncs) and checks it did not
 change while it was imported.
 """
 
