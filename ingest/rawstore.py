@@ -58,13 +58,20 @@ class RawStore:
 
     def path_for(self, digest: str) -> Path:
         """Where the file with this SHA-256 is, or is written when it is not stored yet."""
+        stored = self._stored_path(digest)
+        return self._new_path(digest) if stored is None else stored
+
+    def _new_path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def _stored_path(self, digest: str) -> Path | None:
         _check_digest(digest)
-        path = self.root / digest[:2] / digest
+        path = self._new_path(digest)
         if path.is_file():
             return path
         # The two-level layout of stores written before November 2026.
         legacy = self.root / digest[:2] / digest[2:4] / digest
-        return legacy if legacy.is_file() else path
+        return legacy if legacy.is_file() else None
 
     def _make_dirs(self, folder: Path, *, sync: bool) -> None:
         """Create the root and the hash folder 0700 (umask does not apply)."""
@@ -96,7 +103,7 @@ class RawStore:
         self._known_dirs.add(folder)
 
     def contains(self, digest: str) -> bool:
-        return self.path_for(digest).is_file()
+        return self._stored_path(digest) is not None
 
     def put(self, data: bytes, *, defer_sync: bool = False) -> tuple[str, Path]:
         """Keep `data`; returns its SHA-256 and where it lives. Already stored: not rewritten.
@@ -104,9 +111,10 @@ class RawStore:
         `defer_sync`: the file and its folder are flushed by the next `sync()`, not now.
         """
         digest = sha256_hex(data)
-        final = self.path_for(digest)
-        if final.is_file():
-            return digest, final
+        stored = self._stored_path(digest)
+        if stored is not None:
+            return digest, stored
+        final = self._new_path(digest)
         folder = final.parent
         sync_now = self.durable and not defer_sync
         self._make_dirs(folder, sync=sync_now)
