@@ -64,19 +64,16 @@ def settings_json(settings: Mapping[str, ParamValue]) -> dict[str, JsonValue]:
 
 
 def event_json(
-    event: Event,
-    session: Session,
-    to_utc_text: Callable[[datetime | None], str | None] | None = None,
+    event: Event, to_utc_text: Callable[[datetime | None], str | None]
 ) -> dict[str, Any]:
-    """An event as session-json.md writes it (`to_utc_text`: a session's converter)."""
-    convert = _local_to_utc_text(session) if to_utc_text is None else to_utc_text
-    doc: dict[str, Any] = {"type": event.type, "time_utc": convert(event.time_local)}
+    """An event as session-json.md writes it (`to_utc_text`: its session's converter)."""
+    doc: dict[str, Any] = {"type": event.type, "time_utc": to_utc_text(event.time_local)}
     if isinstance(event, AlarmEvent):
         doc.update(
             alarm=event.alarm,
             severity=event.severity,
             state=event.state,
-            occurred_at_utc=convert(event.occurred_local),
+            occurred_at_utc=to_utc_text(event.occurred_local),
         )
     elif isinstance(event, RefillEvent):
         doc.update(
@@ -126,9 +123,9 @@ def session_document(session: Session) -> dict[str, Any]:
             "name": patient.name,
             "birth_date": None if patient.birth_date is None else patient.birth_date.isoformat(),
         },
-        "interrogated_at_utc": utc_text(session.utc(session.interrogated_at_local)),
+        "interrogated_at_utc": to_utc_text(session.interrogated_at_local),
         "interrogated": settings_json(session.interrogated),
-        "programmed_at_utc": utc_text(session.utc(session.programmed_at_local)),
+        "programmed_at_utc": to_utc_text(session.programmed_at_local),
         "programmed": None if session.programmed is None else settings_json(session.programmed),
         "pump_status": None
         if status is None
@@ -137,7 +134,7 @@ def session_document(session: Session) -> dict[str, Any]:
             "firmware": status.firmware,
             "battery": status.battery,
         },
-        "events": [event_json(event, session, to_utc_text) for event in session.events],
+        "events": [event_json(event, to_utc_text) for event in session.events],
         "warnings": list(session.warnings),
     }
 
