@@ -9,7 +9,7 @@ rewritten (a tampered, missing or undecodable raw file). 2 when the database,
 settings or rules cannot be used.
 
 `--fixtures DIR` checks a case folder of exports against its
-`expected-evidence.json` without any database (`ingest.replay_fixtures`);
+`expected-evidence.json` without any database (`ingest.replay.fixtures`);
 `--write-expected` writes that file from this version instead (review it).
 """
 
@@ -26,7 +26,7 @@ from db.audit import cli_actor
 from evidence import Rules, RulesError, load_rules
 from ingest.rawstore import RawStore
 from ingest.replay import UNREPAIRABLE, Difference, Replayer, counted
-from ingest.replay_fixtures import CaseError, check_case, write_expected
+from ingest.replay.fixtures import CaseError, check_case, write_expected
 from pumptrail import settings
 from pumptrail.commands.db import (
     CommandError,
