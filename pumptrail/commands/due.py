@@ -1,6 +1,6 @@
 """`pumptrail due [--json] [--show-patient]`: pumps due or overdue for a refill.
 
-The report of `ingest.due`: every pump whose latest session programmed a
+The report of `evidence.due` (`db.due.due_report`): every pump whose latest session programmed a
 low-reservoir alarm date or refill date within `due_within_days` days (setting,
 default 14) or already past. Overdue pumps come first; a pump holding baclofen
 is marked `WITHDRAWAL RISK`, since a missed intrathecal baclofen refill is an
@@ -17,7 +17,8 @@ import sys
 from datetime import date
 from typing import Any
 
-from ingest.due import RefillDue, due_report
+from db.due import due_report
+from evidence.due import RefillDue
 from pumptrail.commands.db import (
     CommandError,
     add_database_arguments,
