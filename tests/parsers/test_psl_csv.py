@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import re
 from datetime import date, datetime
 
 import pytest
 
+from fixtures.binary_writer import encode_binary
+from fixtures.csv_writer import encode_csv
+from fixtures.scenarios import realistic_scenario
 from parsers import psl_csv
 from parsers.errors import DecodeError, LimitExceeded, StrictModeWarning, UnsupportedVersion
 from parsers.model import (
@@ -1042,3 +1046,23 @@ def test_error_str_names_file_line_and_expected_versus_found() -> None:
         "expected one of 'mg/mL', 'mcg/mL', found 'g/L'"
     )
     assert info.value.as_dict()["position"] == {"kind": "line", "value": 19}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_binary_size_of_a_csv_file_is_that_of_its_binary_export(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # §5.4: the 4 MiB check counts the bytes the same records take as a binary log,
+    # with the record sizes of the binary layouts (psl-binary-v1.md §2-§3).
+    scenario = realistic_scenario(random.Random(seed))
+    seen: list[list[object]] = []
+    real_assemble = psl_csv.assemble
+
+    def capture(header: object, records: list[object], **kwargs: object) -> Session:
+        seen.append(list(records))
+        return real_assemble(header, records, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psl_csv, "assemble", capture)
+    psl_csv.decode(encode_csv(scenario), source="t.csv")
+    (records,) = seen
+    assert psl_csv.binary_log_size(records) == len(encode_binary(scenario))  # type: ignore[arg-type]
