@@ -42,12 +42,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from db.code_index import sync_codes
 from db.engine import write_transaction
 from db.migrate import open_database
 from db.queries import evidence_document_text
 from tests.web.support import PASSWORD, build_database, csrf_of
 from web.app import create_app
-from web.queries import bare_list_query, sync_codes
+from web.queries import bare_list_query
 from web.users import add_user, find_user
 
 TARGET_P95_MS = 200.0

@@ -27,13 +27,9 @@ The session list stays fast at 1,000,000 sessions (issue "web view" item 3):
   index by writing the pump join key `pump_id + 0` (no index serves it), so
   SQLite cannot choose to walk every pump and sort.
 
-`evidence_codes` rows are written with the evidence, in the same transaction
-(`db.queries.replace_evidence`, from the import pipeline and replay --apply).
-`sync_codes` fills in rows that something else left out (a database bulk-loaded
-by hand or by a benchmark); the web app runs it at start and then every minute.
-Storing evidence again deletes the old rows (ON DELETE CASCADE from `evidence`),
-so a row is never stale. The codes a page shows are
-always read from the evidence document.
+`evidence_codes` rows are written with the evidence (`db.queries.replace_evidence`)
+and repaired by `db.code_index`; this module only reads them. The codes a page
+shows are always read from the evidence document.
 Patient identifiers are filter values here and nothing else: never logged.
 """
 
@@ -52,11 +48,9 @@ from sqlalchemy import (
     CompoundSelect,
     Select,
     and_,
-    delete,
     exists,
     false,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -562,89 +556,6 @@ def bare_list_query(limit: int = DEFAULT_PAGE_SIZE) -> Select[Any]:
 
 
 # ---------------------------------------------------------------------------
-# The per-profile code index
-
-
-def index_codes(
-    connection: Connection, session_pk: int, evidence_document: Mapping[str, Any]
-) -> None:
-    """Write the `evidence_codes` rows of one session from its evidence document.
-
-    Call it in the transaction that stores the evidence (after
-    `db.queries.replace_evidence`): the rows hang off the `evidence` row, which
-    must exist.
-    """
-    connection.execute(delete(evidence_codes).where(evidence_codes.c.session_pk == session_pk))
-    rows = _code_rows(session_pk, evidence_document)
-    if rows:
-        connection.execute(insert(evidence_codes), rows)
-
-
-def _code_rows(session_pk: int, document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for profile, code in (document.get("codes") or {}).items():
-        procedure = code.get("procedure") if isinstance(code, Mapping) else None
-        rows.append(
-            {
-                "session_pk": session_pk,
-                "profile": str(profile),
-                "procedure": None if procedure is None else str(procedure),
-            }
-        )
-    return rows
-
-
-def unindexed_query(limit: int) -> Select[Any]:
-    """Sessions whose evidence has no `evidence_codes` rows yet.
-
-    Both sides are read through primary keys and `ix_evidence_procedure`, which
-    covers `session_pk`: the check never reads an evidence document.
-    """
-    indexed = exists().where(evidence_codes.c.session_pk == evidence.c.session_pk)
-    return select(evidence.c.session_pk).where(~indexed).limit(limit)
-
-
-def code_index_counts(connection: Connection, profile: str) -> tuple[int, int]:
-    """(evidence documents, sessions indexed under `profile`): two index-only counts.
-
-    Equal when the index is complete (every evidence document codes the default
-    profile); a cheap test before the anti-join of `unindexed_query`.
-    """
-    documents = connection.execute(select(func.count()).select_from(evidence)).scalar_one()
-    indexed = connection.execute(
-        select(func.count()).select_from(evidence_codes).where(evidence_codes.c.profile == profile)
-    ).scalar_one()
-    return int(documents), int(indexed)
-
-
-def unindexed(connection: Connection, limit: int) -> list[int]:
-    return [int(pk) for pk in connection.execute(unindexed_query(limit)).scalars()]
-
-
-def index_sessions(connection: Connection, pks: Sequence[int]) -> None:
-    """Write the `evidence_codes` rows of these sessions from their stored evidence."""
-    if not pks:
-        return
-    connection.execute(delete(evidence_codes).where(evidence_codes.c.session_pk.in_(pks)))
-    documents = connection.execute(
-        select(evidence.c.session_pk, evidence.c.document).where(evidence.c.session_pk.in_(pks))
-    )
-    rows = [row for pk, text in documents for row in _code_rows(int(pk), loads(text))]
-    if rows:
-        connection.execute(insert(evidence_codes), rows)
-
-
-def sync_codes(connection: Connection, *, batch: int = 5000) -> int:
-    """Index the evidence that has no `evidence_codes` rows; returns sessions indexed.
-
-    Reads at most `batch` sessions: call it again while it returns `batch`.
-    """
-    pks = unindexed(connection, batch)
-    index_sessions(connection, pks)
-    return len(pks)
-
-
-# ---------------------------------------------------------------------------
 # One session
 
 
@@ -934,85 +845,6 @@ def pump_timeline(
         patient_name=None if latest is None else latest[11],
     )
     return info, entries
-
-
-# ---------------------------------------------------------------------------
-# Refills due
-
-
-@dataclass(frozen=True, slots=True)
-class DueRow:
-    pump_serial: str
-    pump_model: str
-    patient_id: str | None
-    patient_name: str | None
-    last_session_id: str
-    last_start_local: datetime
-    refill_date: date | None
-    low_reservoir_alarm_date: date | None
-
-    @property
-    def due(self) -> date | None:
-        """The earlier of the refill date and the low-reservoir alarm date."""
-        dates = [d for d in (self.refill_date, self.low_reservoir_alarm_date) if d is not None]
-        return min(dates) if dates else None
-
-
-def _date_of(value: Any) -> date | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def refills_due(connection: Connection, *, within: date) -> list[DueRow]:
-    """Pumps whose latest session programmed a refill or alarm date on or before `within`.
-
-    The end state of the latest session (coding-rules.md §7.1: interrogated values
-    overlaid with the programmed ones) gives the dates. Overdue first: ordered by
-    due date, then pump serial. Pumps without dates are left out.
-    """
-    latest = (
-        select(sessions.c.id)
-        .where(sessions.c.pump_id == pumps.c.id)
-        .order_by(sessions.c.session_start_utc.desc(), sessions.c.session_id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    rows = connection.execute(
-        select(
-            pumps.c.serial,
-            pumps.c.model,
-            sessions.c.patient_id,
-            sessions.c.patient_name,
-            sessions.c.session_id,
-            sessions.c.session_start_local,
-            sessions.c.document,
-        )
-        .select_from(pumps.join(sessions, sessions.c.id == latest))
-        .order_by(pumps.c.serial)
-    )
-    due: list[DueRow] = []
-    for serial, model, patient_id, patient_name, session_id, start_local, text in rows:
-        document = loads(text)
-        end_state = dict(document.get("interrogated") or {})
-        end_state.update(document.get("programmed") or {})
-        entry = DueRow(
-            pump_serial=serial,
-            pump_model=model,
-            patient_id=patient_id,
-            patient_name=patient_name,
-            last_session_id=session_id,
-            last_start_local=start_local,
-            refill_date=_date_of(end_state.get("refill_date")),
-            low_reservoir_alarm_date=_date_of(end_state.get("low_reservoir_alarm_date")),
-        )
-        if entry.due is not None and entry.due <= within:
-            due.append(entry)
-    due.sort(key=lambda r: (r.due or date.max, r.pump_serial))
-    return due
 
 
 # ---------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from db.code_index import sync_codes
 from db.engine import write_transaction
 from db.migrate import open_database
 from tests.web.support import PASSWORD, DemoData, add_account, build_database, csrf_of
-from web.queries import sync_codes
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
