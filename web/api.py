@@ -24,6 +24,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db import audit
 from db.queries import evidence_document_text
+from evidence.codes import ProcedureCode
+from evidence.flags import SessionFlag
 from web.auth import SESSION_COOKIE
 from web.context import app_state, current_user, record
 from web.queries import (
@@ -160,17 +162,6 @@ class SessionList(BaseModel):
     next_cursor: str | None
     prev_cursor: str | None
 
-
-ProcedureCode = Literal["62367", "62368", "62369", "62370", "95990", "95991"]
-SessionFlag = Literal[
-    "critical_alarm",
-    "battery_eri",
-    "changed_outside_sessions",
-    "discrepancy_over_threshold",
-    "no_prior_session",
-    "chain_gap",
-    "conflicting_exports",
-]
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "not logged in"}

@@ -74,18 +74,6 @@ MAX_UTC_OFFSET: Final = timedelta(hours=14, minutes=1)
 PAGE_SIZES: Final = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE: Final = 50
 
-# Session flags a list can filter on (session-json.md "Evidence").
-SESSION_FLAGS: Final = (
-    "critical_alarm",
-    "battery_eri",
-    "changed_outside_sessions",
-    "discrepancy_over_threshold",
-    "no_prior_session",
-    "chain_gap",
-    "conflicting_exports",
-)
-PROCEDURES: Final = ("62367", "62368", "62369", "62370", "95990", "95991")
-
 
 class BadCursor(ValueError):
     """A page cursor that this list did not issue."""

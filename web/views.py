@@ -28,6 +28,8 @@ from sqlalchemy import select
 from db import audit
 from db.engine import write_transaction
 from db.models import utc_now
+from evidence.codes import PROCEDURE_CODES
+from evidence.flags import SESSION_FLAGS
 from ingest.due import due_report
 from ingest.rawstore import RawStore, RawStoreError
 from web import present
@@ -50,8 +52,6 @@ from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     PAGE_SIZES,
-    PROCEDURES,
-    SESSION_FLAGS,
     SORTS,
     BadCursor,
     Cursor,
@@ -296,7 +296,7 @@ def parse_list_query(
     if form.profile and form.profile not in profiles:
         errors.append("unknown profile; the default is used")
         form.profile = ""
-    if form.procedure and form.procedure not in PROCEDURES:
+    if form.procedure and form.procedure not in PROCEDURE_CODES:
         errors.append("unknown code; ignored")
         form.procedure = ""
     if form.sort not in SORTS:
@@ -358,7 +358,7 @@ def sessions_page(request: Request, *, user: Annotated[User, Depends(current_use
             "form": form,
             "profiles": profiles,
             "chosen_profile": flt.profile,
-            "procedures": PROCEDURES,
+            "procedures": PROCEDURE_CODES,
             "flag_choices": SESSION_FLAGS,
             "page_sizes": PAGE_SIZES,
             "limit": limit,
