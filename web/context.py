@@ -22,6 +22,7 @@ from starlette.responses import Response
 from db import audit
 from db.engine import write_transaction
 from evidence import Rules
+from parsers.errors import PumptrailError
 from web.auth import (
     CSRF_FIELD,
     LOGIN_COOKIE,
@@ -67,20 +68,31 @@ class AppState:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
-class LoginRequired(Exception):
-    """No valid session: a page redirects to /login, the API answers 401."""
+class LoginRequired(PumptrailError):
+    """Raised by `current_user` when a request carries no valid session cookie.
+
+    No cookie, a forged or expired one, a logged-out session or a disabled
+    account; `web.app` answers a page with a redirect to /login and the API (and
+    /openapi.json) with 401.
+    """
 
 
-class Forbidden(Exception):
-    """Logged in, but the role does not allow this (403)."""
+class Forbidden(PumptrailError):
+    """Raised by `require(role)` when the logged-in account's role is below `role`.
+
+    `web.app` answers 403: an error page, or a JSON body under /api/.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class CsrfRefused(Exception):
-    """A form without its CSRF token, or with a wrong one (403)."""
+class CsrfRefused(PumptrailError):
+    """Raised by `check_csrf` when a POST form lacks its CSRF token or carries a wrong one.
+
+    `web.app` answers 403 with the "Form refused" page; nothing of the form is done.
+    """
 
 
 def app_state(request: Request) -> AppState:

@@ -61,6 +61,7 @@ from sqlalchemy.engine import Connection
 from db.codec import loads
 from db.models import events, evidence, evidence_flags, pumps, raw_files, sessions
 from db.users import evidence_codes
+from parsers.errors import PumptrailError
 
 Sort = Literal["newest", "oldest", "pump"]
 SORTS: Final[tuple[Sort, ...]] = ("newest", "oldest", "pump")
@@ -75,8 +76,11 @@ PAGE_SIZES: Final = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE: Final = 50
 
 
-class BadCursor(ValueError):
-    """A page cursor that this list did not issue."""
+class BadCursor(PumptrailError, ValueError):
+    """Raised by `Cursor.decode` for text that is not a page cursor this list issued.
+
+    The sessions page then shows the first page with a note; the API answers 400.
+    """
 
 
 @dataclass(frozen=True, slots=True)
