@@ -1,4 +1,4 @@
-"""The web app factory: `create_app(settings_or_db_url, ...)` (issue "web view" item 1).
+"""The web app factory: `create_app(config)` on a `web.context.WebConfig` (docs/web.md).
 
 FastAPI with Jinja2 templates (autoescaped), one small hand-written stylesheet and
 one tiny script, no CDN. What every response gets:
@@ -38,7 +38,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
-import platformdirs
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -49,7 +48,6 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.code_index import CodeIndexer
-from db.engine import normalize_url, sqlite_path
 from db.migrate import open_database
 from evidence import Rules, load_rules
 from ingest.logging_setup import log_event
@@ -95,61 +93,22 @@ def _software_version() -> str:
         return "unknown"
 
 
-def _config_from(settings_or_db_url: Any, overrides: dict[str, Any]) -> WebConfig:
-    """A WebConfig from `pumptrail.settings.Settings` (duck-typed) or a database URL."""
-    if isinstance(settings_or_db_url, WebConfig):
-        config = settings_or_db_url
-    elif isinstance(settings_or_db_url, str):
-        url = normalize_url(settings_or_db_url)
-        data_dir = overrides.pop("data_dir", None)
-        if data_dir is None:
-            path = sqlite_path(url)
-            data_dir = (
-                path.parent
-                if path is not None
-                else Path(platformdirs.user_data_dir("pumptrail", appauthor=False))
-            )
-        data_dir = Path(data_dir)
-        config = WebConfig(
-            db_url=settings_or_db_url,
-            data_dir=data_dir,
-            raw_store=Path(overrides.pop("raw_store", data_dir / "raw")),
-            inbox=Path(overrides.pop("inbox", data_dir / "inbox")),
-            quarantine=Path(overrides.pop("quarantine", data_dir / "quarantine")),
-        )
-    else:
-        settings = settings_or_db_url
-        config = WebConfig(
-            db_url=str(settings.db),
-            data_dir=Path(settings.data_dir),
-            raw_store=Path(settings.raw_store),
-            inbox=Path(settings.inbox),
-            quarantine=Path(settings.quarantine),
-            due_within_days=int(getattr(settings, "due_within_days", 14)),
-        )
-    if "version" not in overrides and config.version == "unknown":
-        overrides["version"] = _software_version()
-    return replace(config, **overrides) if overrides else config
-
-
 def create_app(
-    settings_or_db_url: Any,
+    config: WebConfig,
     *,
     rules: Rules | None = None,
     secret: str | None = None,
     engine: Engine | None = None,
-    **overrides: Any,
 ) -> FastAPI:
-    """The web app on a database.
+    """The web app of `config` (`WebConfig.for_database` derives one from a database URL).
 
-    `settings_or_db_url`: resolved `pumptrail.settings.Settings`, a `WebConfig`, or
-    a database URL (then `data_dir` defaults to the SQLite file's folder).
-    Keyword `overrides` set `WebConfig` fields (`idle_minutes`, `secure_cookies`,
-    `sync_codes_seconds` (None: never), `data_dir`, `raw_store`, `inbox`,
-    `quarantine`, `due_within_days`, `version`). `secret` defaults to the content of
-    `<data_dir>/web-secret`, created 0600 on first run.
+    `rules` default to `evidence.load_rules()`; `secret` to the content of
+    `<data_dir>/web-secret`, created 0600 on first run; `engine` to one opened on
+    `config.db_url` (and disposed of when the app stops). A config whose
+    `version` is "unknown" gets the installed package's version.
     """
-    config = _config_from(settings_or_db_url, dict(overrides))
+    if config.version == "unknown":
+        config = replace(config, version=_software_version())
     own_engine = engine is None
     engine = engine or open_database(config.db_url)
     rules = rules or load_rules()

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from starlette.responses import Response
 
 from db import audit
-from db.engine import write_transaction
+from db.engine import normalize_url, sqlite_path, write_transaction
 from evidence import Rules
 from parsers.errors import PumptrailError
 from web.auth import (
@@ -54,8 +55,36 @@ class WebConfig:
     # True: always Secure cookies; None: Secure when the request came over https.
     secure_cookies: bool | None = None
     # Seconds between repairs of the per-profile code index (0: only at start).
-    sync_codes_seconds: float = 60.0
+    sync_codes_seconds: float | None = 60.0
     version: str = "unknown"
+
+    @classmethod
+    def for_database(
+        cls, db_url: str, *, data_dir: Path | str | None = None, **fields: Any
+    ) -> WebConfig:
+        """The configuration of a web app on `db_url`, every folder under one data folder.
+
+        `data_dir` defaults to the SQLite file's folder (the platform's user data
+        folder for a server database); `raw_store`, `inbox` and `quarantine`
+        default to `raw`, `inbox` and `quarantine` in it. Other keyword `fields`
+        set the remaining fields (`idle_minutes`, `secure_cookies`,
+        `sync_codes_seconds`, `due_within_days`, `version`, ...).
+        """
+        if data_dir is None:
+            path = sqlite_path(normalize_url(db_url))
+            data_dir = (
+                path.parent
+                if path is not None
+                else Path(platformdirs.user_data_dir("pumptrail", appauthor=False))
+            )
+        folder = Path(data_dir)
+        for name, default in (
+            ("raw_store", folder / "raw"),
+            ("inbox", folder / "inbox"),
+            ("quarantine", folder / "quarantine"),
+        ):
+            fields[name] = Path(fields.get(name, default))
+        return cls(db_url=db_url, data_dir=folder, **fields)
 
 
 @dataclass

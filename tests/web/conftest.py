@@ -27,6 +27,7 @@ with warnings.catch_warnings():
 from fastapi import FastAPI
 
 from web.app import create_app
+from web.context import WebConfig
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -66,9 +67,10 @@ def engine(data: DemoData) -> Iterator[Engine]:
 
 @pytest.fixture
 def app(data: DemoData, engine: Engine) -> FastAPI:
-    return create_app(
-        data.url, data_dir=data.root, secret=SECRET, sync_codes_seconds=None, version="test"
+    config = WebConfig.for_database(
+        data.url, data_dir=data.root, sync_codes_seconds=None, version="test"
     )
+    return create_app(config, secret=SECRET)
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> None:
