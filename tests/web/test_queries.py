@@ -17,8 +17,7 @@ from db.models import evidence, evidence_flags, pumps, sessions
 from db.queries import EvidenceRecord, replace_evidence
 from db.users import evidence_codes
 from tests.web.support import DemoData
-from web import queries
-from web.queries import BadCursor, Cursor, SessionFilter, list_sessions
+from web.queries import BadCursor, Cursor, SessionFilter, list_sessions, listing
 
 DEFAULT = "rate-dose"
 
@@ -144,8 +143,8 @@ def test_every_plan_finds_exactly_the_matching_sessions(
     if forced == "window":
         # Every filter counts as common and a page may examine only 3 sessions: pages
         # end early and their Next links go on from where the search stopped.
-        monkeypatch.setattr(queries, "DRIVER_CAP", -1)
-        monkeypatch.setattr(queries, "SCAN_WINDOW", 3)
+        monkeypatch.setattr(listing, "DRIVER_CAP", -1)
+        monkeypatch.setattr(listing, "SCAN_WINDOW", 3)
     rows = stored(engine)
     expected = [
         i for i in expected_order(rows, "newest") if test(next(r for r in rows if r["id"] == i))
@@ -161,8 +160,8 @@ def test_every_plan_finds_exactly_the_matching_sessions(
 
 
 def test_a_window_cut_says_so(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queries, "DRIVER_CAP", -1)
-    monkeypatch.setattr(queries, "SCAN_WINDOW", 2)
+    monkeypatch.setattr(listing, "DRIVER_CAP", -1)
+    monkeypatch.setattr(listing, "SCAN_WINDOW", 2)
     flt = SessionFilter(flags=("no_prior_session",))
     with engine.connect() as connection:
         page = list_sessions(connection, flt, default_profile=DEFAULT, limit=50)
