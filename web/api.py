@@ -1,9 +1,11 @@
-"""The JSON API under `/api/` (issue "web view" item 5), documented at `/openapi.json`.
+"""The JSON API under `/api/` (docs/web.md "The JSON API"), documented at `/openapi.json`.
 
 - `GET /api/sessions`: the session list with the page's filters as query
-  parameters (`web.queries.SessionFilter`), keyset pages (`cursor`);
+  parameters (`web.queries.SessionFilter`), keyset pages (`cursor`); the
+  `procedure` and `flag` enumerations are the evidence room's
+  (`evidence.codes.ProcedureCode`, `evidence.flags.SessionFlag`);
 - `GET /api/sessions/{session_id}`: the stored evidence document of
-  session-json.md "Evidence", byte for byte as stored.
+  docs/session-json.md "Evidence", byte for byte as stored.
 
 Same login as the pages (the session cookie); without it the answer is 401 with
 a JSON body. Every answer is an export and is recorded in the audit log

@@ -1,4 +1,7 @@
-"""Per-app state and per-request helpers: who is logged in, roles, CSRF, audit, templates.
+"""The app's configuration and state, and per-request helpers: login, roles, CSRF, audit.
+
+`WebConfig` is everything `web.app.create_app` needs (`WebConfig.for_database`
+derives one from a database URL); `AppState` is what the app keeps per process.
 
 Every route but `/login` and the static files goes through `current_user` (or
 `require`): without a valid session cookie a page request is redirected to the
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WebConfig:
-    """What the web app needs from the settings (`pumptrail.settings`), resolved."""
+    """What the web app needs: the database, its folders, login timeouts, the index repair."""
 
     db_url: str
     data_dir: Path

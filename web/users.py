@@ -1,4 +1,4 @@
-"""Web accounts: create, list, change, authenticate (issue "web view" item 2).
+"""Web accounts: create, list, change, authenticate (docs/web.md "Accounts and roles").
 
 Roles are ordered: a `coder` sees the evidence, an `auditor` also the audit log
 and replay results, an `admin` also manages users and the quarantine. Passwords
