@@ -11,8 +11,8 @@
   holds the default profile's code; this table holds all of them. Its rows hang
   off the `evidence` row (ON DELETE CASCADE): storing evidence again
   (`db.queries.replace_evidence` deletes, then inserts) drops them, so a row can
-  be missing but never stale. `web.queries.index_codes` writes the rows of one
-  session, `web.queries.sync_codes` fills in missing ones.
+  be missing but never stale. `db.code_index.index_codes` writes the rows of one
+  session, `db.code_index.sync_codes` fills in missing ones.
 
 The models sit on `db.models.Base` metadata, so the model-versus-migration
 comparison sees them once this module is imported.

@@ -29,6 +29,7 @@ from evidence.diff import (
     Change,
     all_changes,
 )
+from evidence.flags import SESSION_FLAGS
 from evidence.refill import RefillSummary, refill_summary
 from evidence.rules import Rules
 from evidence.supplies import SupplyLine, supply_lines
@@ -41,16 +42,8 @@ DISCREPANCY_OVER_THRESHOLD: Final = "discrepancy_over_threshold"
 NO_PRIOR_SESSION: Final = "no_prior_session"
 CHAIN_GAP: Final = "chain_gap"
 CONFLICTING_EXPORTS: Final = "conflicting_exports"
-# Session flags: critical_alarm and battery_eri first, then session-json.md order (§7.14).
-SESSION_FLAG_ORDER: Final = (
-    CRITICAL_ALARM,
-    BATTERY_ERI,
-    CHANGED_OUTSIDE_SESSIONS,
-    DISCREPANCY_OVER_THRESHOLD,
-    NO_PRIOR_SESSION,
-    CHAIN_GAP,
-    CONFLICTING_EXPORTS,
-)
+# Session flags in document order (§7.14): the one enumeration of `evidence.flags`.
+SESSION_FLAG_ORDER: Final = SESSION_FLAGS
 # Categories whose change outside sessions breaks the chain (§7.6).
 CHAIN_GAP_CATEGORIES: Final = frozenset({"prescription", "ptm"})
 

@@ -151,8 +151,21 @@ def run(args: argparse.Namespace) -> int:
             return _wait_and_report(service, resolved)
         from pumptrail.commands.serve import serve_app
         from web.app import create_app
+        from web.context import WebConfig
 
-        app = create_app(resolved, rules=rules, engine=engine, version=__version__)
+        app = create_app(
+            WebConfig(
+                db_url=resolved.db,
+                data_dir=resolved.data_dir,
+                raw_store=resolved.raw_store,
+                inbox=resolved.inbox,
+                quarantine=resolved.quarantine,
+                due_within_days=int(resolved.values.get("due_within_days", 14)),
+                version=__version__,
+            ),
+            rules=rules,
+            engine=engine,
+        )
         print(f"  web view: http://{args.host}:{args.port}/   (Ctrl-C stops the demo)")
         print("  log in as one of:")
         print("\n".join(accounts))

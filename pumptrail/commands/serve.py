@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from web.app import create_app
     from web.auth import SecretError
+    from web.context import WebConfig
 
     try:
         resolved = resolve(args)
@@ -87,12 +88,19 @@ def run(args: argparse.Namespace) -> int:
         engine = open_from_settings(resolved)
         try:
             app = create_app(
-                resolved,
+                WebConfig(
+                    db_url=resolved.db,
+                    data_dir=resolved.data_dir,
+                    raw_store=resolved.raw_store,
+                    inbox=resolved.inbox,
+                    quarantine=resolved.quarantine,
+                    due_within_days=int(resolved.values.get("due_within_days", 14)),
+                    idle_minutes=args.idle_minutes,
+                    secure_cookies=True if args.secure_cookies else None,
+                    version=__version__,
+                ),
                 rules=rules,
                 engine=engine,
-                version=__version__,
-                idle_minutes=args.idle_minutes,
-                secure_cookies=True if args.secure_cookies else None,
             )
         except SecretError as exc:
             engine.dispose()
