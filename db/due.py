@@ -1,10 +1,10 @@
 """The latest stored session of every pump: what the refill-due report reads.
 
-A pump's latest session is the last of its chain (coding-rules.md §7.5: session
-start UTC, then session ID). Its stored document (session-json.md) holds the
+A pump's latest session is the last of its chain (docs/coding-rules.md §7.5: session
+start UTC, then session ID). Its stored document (docs/session-json.md) holds the
 interrogated state and the phase-1 entries, whose overlay is the end state that
 carries the programmed `low_reservoir_alarm_date` and `refill_date`
-(psl-binary-v1.md §4, category `schedule`). The due arithmetic is not here
+(docs/formats.md §4, category `schedule`). The due arithmetic is not here
 (`ingest.due`); this module only fetches, one row per pump, in one query.
 """
 

@@ -9,7 +9,7 @@ nothing been changed since? For every pump (or one, `--pump`), in chain order:
    gone from the store is *missing*.
 2. Each file is decoded again (`parsers.registry.decode_bytes`) and the session's
    exports are resolved as the import pipeline resolves them, in arrival order
-   (coding-rules.md §7.16): the first export is used unless a later one
+   (docs/coding-rules.md §7.16): the first export is used unless a later one
    disagrees, which flags `conflicting_exports` and makes the binary one used.
 3. The rows the pipeline would store (`db.codec`: the `sessions` columns and
    document, `setting_values`, `events`) are compared with the stored rows,

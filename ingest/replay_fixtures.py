@@ -1,11 +1,11 @@
 """`pumptrail replay --fixtures DIR`: check a case folder of exports, no database (issue 6 item 4).
 
 A case folder holds the raw exports of one or more pumps' histories and
-`expected-evidence.json`, the evidence array of session-json.md ("Evidence", as
+`expected-evidence.json`, the evidence array of docs/session-json.md ("Evidence", as
 `pumptrail evidence --json` prints it) those exports must give. The check runs
 the same steps as an import, in memory:
 
-1. Every regular file of the folder, recursively, in sorted order (coding-rules.md
+1. Every regular file of the folder, recursively, in sorted order (docs/coding-rules.md
    §7.16), except `expected-evidence.json`, `README*` and dot files, is read and
    decoded with this version's parsers. Identical bytes count once. A file that
    does not decode is reported (every file of a case is meant to be an export).

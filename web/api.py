@@ -3,7 +3,7 @@
 - `GET /api/sessions`: the session list with the page's filters as query
   parameters (`web.queries.SessionFilter`), keyset pages (`cursor`);
 - `GET /api/sessions/{session_id}`: the stored evidence document of
-  session-json.md "Evidence", byte for byte as stored.
+  docs/session-json.md "Evidence", byte for byte as stored.
 
 Same login as the pages (the session cookie); without it the answer is 401 with
 a JSON body. Every answer is an export and is recorded in the audit log
@@ -86,8 +86,8 @@ class ChangeOut(BaseModel):
 
     parameter: str
     category: str
-    before: Any = Field(description="canonical value (session-json.md Values); null when unknown")
-    after: Any = Field(description="canonical value (session-json.md Values); null when unknown")
+    before: Any = Field(description="canonical value (docs/session-json.md Values); null when unknown")
+    after: Any = Field(description="canonical value (docs/session-json.md Values); null when unknown")
     when: Literal["in_session", "between_sessions", "reverted_in_session"]
     reason: str | None
     flags: list[str]
@@ -110,7 +110,7 @@ class DocumentationOut(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    """session-json.md "Evidence": one stored session's evidence document."""
+    """docs/session-json.md "Evidence": one stored session's evidence document."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -284,7 +284,7 @@ def api_sessions(
         **UNAUTHORIZED,
         404: {"model": Problem, "description": "no such session, or no evidence yet"},
     },
-    summary="The evidence document of one session (session-json.md)",
+    summary="The evidence document of one session (docs/session-json.md)",
 )
 def api_session(
     request: Request,

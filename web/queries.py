@@ -4,7 +4,7 @@ The session list stays fast at 1,000,000 sessions (issue "web view" item 3):
 
 - pagination is keyset, never OFFSET: a page is "the next N after this (start,
   session ID)", one index range read whatever the page number. The order is the
-  chain order of coding-rules.md §7.5 (session start UTC, then session ID),
+  chain order of docs/coding-rules.md §7.5 (session start UTC, then session ID),
   newest or oldest first, or pump serial first;
 - the total is counted only up to `COUNT_CAP` ("10,000+"), a bounded index read
   (a date range alone: from the start index, reading table rows only near the
@@ -80,7 +80,7 @@ MAX_UTC_OFFSET: Final = timedelta(hours=14, minutes=1)
 PAGE_SIZES: Final = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE: Final = 50
 
-# Session flags a list can filter on (session-json.md "Evidence").
+# Session flags a list can filter on (docs/session-json.md "Evidence").
 SESSION_FLAGS: Final = (
     "critical_alarm",
     "battery_eri",
@@ -970,7 +970,7 @@ def _date_of(value: Any) -> date | None:
 def refills_due(connection: Connection, *, within: date) -> list[DueRow]:
     """Pumps whose latest session programmed a refill or alarm date on or before `within`.
 
-    The end state of the latest session (coding-rules.md §7.1: interrogated values
+    The end state of the latest session (docs/coding-rules.md §7.1: interrogated values
     overlaid with the programmed ones) gives the dates. Overdue first: ordered by
     due date, then pump serial. Pumps without dates are left out.
     """

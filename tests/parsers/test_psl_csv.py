@@ -1,4 +1,4 @@
-"""The PSL CSV decoder (parsers/psl_csv.py) against psl-csv-v1.md.
+"""The PSL CSV decoder (parsers/psl_csv.py) against docs/format-psl-csv.md.
 
 The base file is the spec's §4 example (patient id made synthetic); the locale,
 delimiter and encoding tests use hand-written variants of one richer file, so the
@@ -261,7 +261,7 @@ def test_spec_example_decodes_to_the_documented_session() -> None:
         "reservoir_volume": 40000,
         "low_reservoir_alarm_date": "2026-09-04",
     }
-    # Pump clock 09:35:02 read at 09:32:14: the pump runs 168 s ahead (binary §5).
+    # Pump clock 09:35:02 read at 09:32:14: the pump runs 168 s ahead (docs/formats.md §5).
     assert doc["pump_status"] == {"pump_clock_offset_s": 168, "firmware": "2.3", "battery": "ok"}
     assert doc["events"] == [
         {
