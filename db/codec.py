@@ -6,7 +6,7 @@ goes into `sessions.document`, its snapshots and events into `setting_values` an
 line, the raw pump-clock times) in their own columns.
 
 Loading: evidence is re-derived from stored sessions without re-decoding the raw
-files (issue 3 item 3), so a `parsers.model.Session` is rebuilt from the document.
+files, so a `parsers.model.Session` is rebuilt from the document.
 Parameter values get their Python types back from the parameter table
 (docs/formats.md §4): DATE `YYYY-MM-DD` to `date`, FLEX_STEP objects to
 `FlexStep`, enumeration words stay words. Local instants are UTC plus the session's

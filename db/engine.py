@@ -1,4 +1,4 @@
-"""Database URLs and engines: SQLite by default, PostgreSQL by URL (issue 3 item 1).
+"""Database URLs and engines: SQLite by default, PostgreSQL by URL (docs/operations.md).
 
 The database is chosen by the `db` setting (`--db URL` or `PUMPTRAIL_DB`). A URL
 without a scheme is a SQLite file path. `postgresql://` and `postgres://` URLs use

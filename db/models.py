@@ -1,6 +1,6 @@
 """The stored tables: pumps, sessions, settings snapshots, events, raw files, evidence.
 
-SQLAlchemy 2.0 declarative models (issue 3 item 1); the Alembic migrations in
+SQLAlchemy 2.0 declarative models; the Alembic migrations in
 `db/migrations/versions` create exactly these tables, and a test compares the
 two. Bulk rows (settings, events, evidence flags) are written with Core
 `insert()` executemany, not through the ORM unit of work.
