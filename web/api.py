@@ -86,8 +86,8 @@ class ChangeOut(BaseModel):
 
     parameter: str
     category: str
-    before: Any = Field(description="canonical value (docs/session-json.md Values); null when unknown")
-    after: Any = Field(description="canonical value (docs/session-json.md Values); null when unknown")
+    before: Any = Field(description="canonical value (docs/session-json.md §1); null when unknown")
+    after: Any = Field(description="canonical value (docs/session-json.md §1); null when unknown")
     when: Literal["in_session", "between_sessions", "reverted_in_session"]
     reason: str | None
     flags: list[str]
