@@ -1,4 +1,4 @@
-"""Web view response times with 1,000,000 sessions in SQLite (issue "web view" item 8).
+"""Web view response times with 1,000,000 sessions in SQLite (docs/web.md).
 
 The database: 50,000 pumps of 20 sessions each (100,000 sessions with `--quick`).
 Twelve pump histories of 20 realistic visits are imported through the real

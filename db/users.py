@@ -6,7 +6,7 @@
   session cookie names the version it was issued under, so bumping it ends every
   session of that account at once (the cookie itself is stateless).
 - `evidence_codes`: the CPT code of each stored session under every payer profile
-  (coding-rules.md §3), copied from the evidence document so the session list can
+  (docs/coding-rules.md §3), copied from the evidence document so the session list can
   filter by "code under profile P" through an index. `evidence.procedure` already
   holds the default profile's code; this table holds all of them. Its rows hang
   off the `evidence` row (ON DELETE CASCADE): storing evidence again

@@ -1,6 +1,6 @@
 """The CPT procedure code of a session under every reprogramming profile.
 
-coding-rules.md §2 (decision table), §3 (profiles), §7.8 (refill, QHP roles):
+docs/coding-rules.md §2 (decision table), §3 (profiles), §7.8 (refill, QHP roles):
 
 - reprogrammed: at least one in-session change (never a reverted one, never a
   between-sessions one) whose category the profile counts; `device` settings

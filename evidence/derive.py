@@ -1,10 +1,10 @@
 """The evidence of one session: a pure function of the pump's chain of sessions.
 
 `derive_evidence(session, history, rules)` puts the rooms of this package
-together (coding-rules.md §3-§7): the two diffs, the code under every profile,
+together (docs/coding-rules.md §3-§7): the two diffs, the code under every profile,
 the refill arithmetic, the drug supply lines, the alarms, the documentation
 checklist and the session flags. `evidence_document` gives the JSON object of
-session-json.md "Evidence" (plus `counterfactual` per code, `alarms` and
+docs/session-json.md "Evidence" (plus `counterfactual` per code, `alarms` and
 `rules_version`).
 
 `history` is the earlier sessions of the same pump in chain order (§7.5: session
@@ -50,7 +50,7 @@ CHAIN_GAP_CATEGORIES: Final = frozenset({"prescription", "ptm"})
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Everything the coder needs about one session (session-json.md "Evidence")."""
+    """Everything the coder needs about one session (docs/session-json.md "Evidence")."""
 
     session_id: str
     pump_serial: str
@@ -145,7 +145,7 @@ def derive_evidence(
 
 
 def evidence_document(ev: Evidence) -> dict[str, Any]:
-    """The JSON object of session-json.md "Evidence" for one session."""
+    """The JSON object of docs/session-json.md "Evidence" for one session."""
     refill = ev.refill
     return {
         "session_id": ev.session_id,

@@ -9,7 +9,7 @@ One `poll()` per scheduler tick (`ingest.service`):
    it unchanged when its mtime lies in the future): a programmer or a copy still
    writing it is left alone.
 2. Hand each ready file, in sorted order, to the import pipeline
-   (`ingest.pipeline`, coding-rules.md §7.16): the raw bytes are kept and the
+   (`ingest.pipeline`, docs/coding-rules.md §7.16): the raw bytes are kept and the
    session committed in one transaction.
 3. Move it: imported or a duplicate into `archive/YYYY/MM/` (the local month of
    the import), refused into `quarantine/` beside `<name>.error.json` (`ingest.quarantine`: error

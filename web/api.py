@@ -90,8 +90,8 @@ class ChangeOut(BaseModel):
 
     parameter: str
     category: str
-    before: Any = Field(description="canonical value (session-json.md Values); null when unknown")
-    after: Any = Field(description="canonical value (session-json.md Values); null when unknown")
+    before: Any = Field(description="canonical value (docs/session-json.md §1); null when unknown")
+    after: Any = Field(description="canonical value (docs/session-json.md §1); null when unknown")
     when: Literal["in_session", "between_sessions", "reverted_in_session"]
     reason: str | None
     flags: list[str]
@@ -114,7 +114,7 @@ class DocumentationOut(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    """session-json.md "Evidence": one stored session's evidence document."""
+    """docs/session-json.md "Evidence": one stored session's evidence document."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -277,7 +277,7 @@ def api_sessions(
         **UNAUTHORIZED,
         404: {"model": Problem, "description": "no such session, or no evidence yet"},
     },
-    summary="The evidence document of one session (session-json.md)",
+    summary="The evidence document of one session (docs/session-json.md)",
 )
 def api_session(
     request: Request,

@@ -144,7 +144,7 @@ def create_app(
         description=(
             "JSON API of the pumptrail web view. Log in with POST /login (form fields "
             "`username`, `password` and the `csrf_token` of GET /login), then send the "
-            "`pt_session` cookie. Evidence documents follow session-json.md."
+            "`pt_session` cookie. Evidence documents follow docs/session-json.md."
         ),
         openapi_url=None,
         docs_url=None,

@@ -1,4 +1,4 @@
-"""`pumptrail decode FILE...`: print the normalized session JSON (session-json.md).
+"""`pumptrail decode FILE...`: print the normalized session JSON (docs/session-json.md).
 
 One document for one file, a JSON array for several. A file that cannot be
 decoded prints one line to standard error, `FILE: offset 0x1A4: what was wrong`

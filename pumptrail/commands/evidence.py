@@ -3,7 +3,7 @@
 By default a readable block per session: what changed (before, after, when, why),
 the code under every profile with its one-sentence counterfactual, the refill
 arithmetic, the flags, the supply lines and the documentation checklist. With
-`--json`, the array of session-json.md "Evidence", ordered by pump serial then
+`--json`, the array of docs/session-json.md "Evidence", ordered by pump serial then
 session start. Patient identifiers are not printed: the evidence has none.
 """
 
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--session", metavar="ID", help="only this session ID")
     parser.add_argument("--pump", metavar="SERIAL", help="only sessions of this pump serial")
     parser.add_argument(
-        "--json", action="store_true", help="print the JSON of session-json.md instead"
+        "--json", action="store_true", help="print the JSON of docs/session-json.md instead"
     )
     add_database_arguments(parser, SETTINGS)
     parser.set_defaults(handler=run)

@@ -1,7 +1,7 @@
 """`pumptrail import PATH...`: store export files and folders, derive their evidence.
 
 Folders are walked recursively, every regular file in sorted order whatever its
-extension (coding-rules.md §7.16). Each file is one transaction: a broken file is
+extension (docs/coding-rules.md §7.16). Each file is one transaction: a broken file is
 reported with its error and the others are still imported. Files go in groups with
 group commit (`Importer.import_many`): a group's raw bytes are flushed to disk
 before its transactions, and its transactions are made durable together before its

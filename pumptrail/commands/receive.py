@@ -1,7 +1,7 @@
 """`pumptrail receive`: receive exports from a programmer dock over a serial line.
 
 `pumptrail receive --port DEVICE [--once] [--inbox DIR] [--baud N]` listens on the
-port (XMODEM-1K with CRC, 8N1, no flow control: psl-binary-v1.md §6) and writes
+port (XMODEM-1K with CRC, 8N1, no flow control: docs/formats.md §6) and writes
 each export into the inbox, where `pumptrail run` imports it
 (`ingest.serial_receiver`). Each received file's path is printed on standard
 output, one line each; log lines (key=value) go to standard error.
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "receive",
         help="receive exports from a programmer dock over a serial line (XMODEM-1K)",
-        description="Receive exports over a serial line into the inbox (psl-binary-v1.md §6).",
+        description="Receive exports over a serial line into the inbox (docs/formats.md §6).",
     )
     # --port and --baud are the serial_port / serial_baud settings under short names
     # (`--port` alone would clash with the web view's `port` setting elsewhere).

@@ -1,4 +1,4 @@
-"""The one enumeration of session flags and CPT codes (docs/session-json.md, coding-rules.md §2)."""
+"""The one enumeration of session flags and CPT codes (docs/session-json.md, docs/coding-rules.md §2)."""
 
 from __future__ import annotations
 

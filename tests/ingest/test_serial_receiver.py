@@ -1,4 +1,4 @@
-"""The serial receiver against a real, independent sender (psl-binary-v1.md §6).
+"""The serial receiver against a real, independent sender (docs/formats.md §6).
 
 The sender is lrzsz's `sx -k` (XMODEM-1K, CRC when the receiver asks with `C`) on one
 end of a socat pty pair; the receiver is `ingest.serial_receiver` on the other.
@@ -87,7 +87,7 @@ def csv_export() -> bytes:
 
 
 def binary_length(data: bytes) -> int:
-    """header_size + body_size (psl-binary-v1.md §2.1: u16 at 10, u32 at 86)."""
+    """header_size + body_size (docs/formats.md §2.1: u16 at 10, u32 at 86)."""
     (header_size,) = struct.unpack_from("<H", data, 10)
     (body_size,) = struct.unpack_from("<I", data, 86)
     return int(header_size + body_size)
