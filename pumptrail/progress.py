@@ -32,20 +32,19 @@ def wanted(stream: TextIO | None = None, environ: Mapping[str, str] | None = Non
 
 
 class Progress:
-    """A progress bar of `total` items, or nothing when no bar is wanted.
+    """A progress bar of `total` items (None: not known yet), or nothing when no bar
+    is wanted.
 
     `write` prints a line on standard output above the bar (the bar is cleared and
     drawn again below it), or simply prints it when there is no bar.
     """
 
-    def __init__(self, total: int, *, unit: str, show: bool | None = None) -> None:
+    def __init__(self, total: int | None, *, unit: str, show: bool | None = None) -> None:
         self._bar: Any = None
         if show if show is not None else wanted():
             from tqdm import tqdm
 
-            self._bar = tqdm(
-                total=total, unit=f" {unit}", file=sys.stderr, leave=False, dynamic_ncols=True
-            )
+            self._bar = tqdm(total=total, unit=f" {unit}", file=sys.stderr, leave=False)
 
     @property
     def shown(self) -> bool:
@@ -58,9 +57,11 @@ class Progress:
     def moved_to(self, done: int, total: int) -> None:
         """`done` of `total` items finished (a callback of `ingest.replay.Replayer.run`)."""
         if self._bar is not None:
-            if self._bar.total != total:
-                self._bar.total = total
+            known = self._bar.total == total
+            self._bar.total = total
             self._bar.update(done - self._bar.n)
+            if not known:
+                self._bar.refresh()  # the first sight of the total is drawn at once
 
     def write(self, line: str) -> None:
         if self._bar is None:

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     engine = open_from_settings(resolved)
     try:
         replayer = Replayer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
-        with Progress(0, unit="pumps") as progress:
+        with Progress(None, unit="pumps") as progress:
             result = replayer.run(
                 pump=args.pump,
                 since=args.since,
