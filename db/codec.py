@@ -6,7 +6,7 @@ goes into `sessions.document`, its snapshots and events into `setting_values` an
 line, the raw pump-clock times) in their own columns.
 
 Loading: evidence is re-derived from stored sessions without re-decoding the raw
-files (issue 3 item 3), so a `parsers.model.Session` is rebuilt from the document.
+files, so a `parsers.model.Session` is rebuilt from the document.
 Parameter values get their Python types back from the parameter table
 (psl-binary-v1.md §4): DATE `YYYY-MM-DD` to `date`, FLEX_STEP objects to
 `FlexStep`, enumeration words stay words. Local instants are UTC plus the session's
@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from parsers.errors import PumptrailError
 from parsers.model import (
     AlarmEvent,
     BolusEvent,
@@ -51,8 +52,9 @@ from parsers.params import (
 NO_POSITION = Position("offset", 0)
 
 
-class StoredDocumentError(ValueError):
-    """A stored document that does not have the shape session-json.md gives it."""
+class StoredDocumentError(PumptrailError, ValueError):
+    """Raised when a stored document, rebuilt into a `Session`, lacks a field or has one
+    of the wrong shape (docs/session-json.md)."""
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

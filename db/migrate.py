@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.engine import make_engine, safe_url_text, write_transaction
+from parsers.errors import PumptrailError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -35,8 +36,13 @@ ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
 VERSION_TABLE = "alembic_version"
 
 
-class SchemaError(Exception):
-    """The database is not at the revision this pumptrail needs; says what to run."""
+class SchemaError(PumptrailError):
+    """Raised when the database is not at the revision this pumptrail needs.
+
+    An older revision (run `pumptrail db upgrade` after a backup), a newer one
+    (upgrade pumptrail), tables without a pumptrail revision, or no packaged
+    migrations; the message says what to run.
+    """
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

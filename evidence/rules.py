@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from parsers.errors import PumptrailError
 from parsers.params import CATEGORIES, OPERATOR_ROLES
 
 # Bumped when the shape of the tables (not their content) changes.
@@ -43,8 +44,10 @@ ROLE_WORDS: Final = tuple(OPERATOR_ROLES.values())
 _HASH_CHARS: Final = 12
 
 
-class RulesError(ValueError):
-    """A rules file that cannot be used: names the file, the key and what was wrong."""
+class RulesError(PumptrailError, ValueError):
+    """Raised when a rules file cannot be used: unreadable, not TOML, a key missing or
+    of the wrong type or value. The message names the file, the key and what was wrong.
+    """
 
     def __init__(self, file: str, key: str, message: str) -> None:
         self.file = file

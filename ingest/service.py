@@ -44,10 +44,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from db.due import due_report
 from db.engine import DatabaseUrlError, normalize_url, safe_url_text, sqlite_path
 from db.migrate import SchemaError, open_database
 from evidence import Rules
-from ingest.due import due_report
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer
 from ingest.rawstore import RawStore

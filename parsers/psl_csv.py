@@ -92,6 +92,7 @@ from decimal import (
     InvalidOperation,
     Rounded,
 )
+from struct import calcsize
 from types import MappingProxyType
 from typing import Final
 
@@ -111,6 +112,21 @@ from parsers.params import (
     ParamDef,
     ParamValue,
     ValueType,
+)
+from parsers.psl_binary_schema import (
+    DATE_FIELD,
+    END_FIELDS,
+    ENTRY_HEAD_FIELDS,
+    ENUM_FIELD,
+    FIXED_PAYLOAD_FIELDS,
+    HEADER_SIZE_V1_0,
+    RECORD_OVERHEAD,
+    SNAPSHOT_HEAD_FIELDS,
+    TEXT8_PREFIX,
+    TEXT16_PREFIX,
+    VALUE_FIELDS,
+    RecordType,
+    packer,
 )
 from parsers.records import (
     AlarmRec,
@@ -261,22 +277,33 @@ INT_RANGES: Final = MappingProxyType(
         ValueType.MINUTES: (0, MAX_MINUTE),
     }
 )
-# Binary value sizes for the 4 MiB check (psl-binary-v1.md §2.3); TEXT adds its bytes.
+# Binary sizes for the 4 MiB check (§5.4), all from the binary layouts of
+# `parsers.psl_binary_schema` (psl-binary-v1.md §2.1-§2.3, §3).
+HEADER_BYTES: Final = HEADER_SIZE_V1_0
+FRAME_BYTES: Final = RECORD_OVERHEAD  # sync, type, length, seq, time, then the CRC
+END_PAYLOAD_BYTES: Final = packer(END_FIELDS).size
+_TEXT8_BYTES: Final = calcsize("<" + TEXT8_PREFIX)  # length prefix of a short text
+_TEXT16_BYTES: Final = calcsize("<" + TEXT16_PREFIX)  # length prefix of a NOTE's text
+_ENUM_BYTES: Final = calcsize("<" + ENUM_FIELD)
+_DATE_BYTES: Final = calcsize("<" + DATE_FIELD)
+# A value's bytes; TEXT adds its UTF-8 bytes to its length prefix.
 VALUE_SIZES: Final = MappingProxyType(
     {
-        ValueType.U32: 4,
-        ValueType.I32: 4,
-        ValueType.DATE: 2,
-        ValueType.ENUM: 1,
-        ValueType.TEXT: 1,
-        ValueType.BOOL: 1,
-        ValueType.MINUTES: 2,
-        ValueType.FLEX_STEP: 6,
+        **{kind: packer(layout).size for kind, layout in VALUE_FIELDS.items()},
+        ValueType.TEXT: _TEXT8_BYTES,
     }
 )
-HEADER_BYTES: Final = 96
-FRAME_BYTES: Final = 12  # sync, type, length, seq, time, crc
-END_PAYLOAD_BYTES: Final = 8
+_ENTRY_HEAD_BYTES: Final = packer(ENTRY_HEAD_FIELDS).size
+_SNAPSHOT_HEAD_BYTES: Final = packer(SNAPSHOT_HEAD_FIELDS).size
+# SESSION_INFO: operator_id, operator_role, clinic_id; PATIENT: id, name, birth_date.
+_SESSION_INFO_FIXED_BYTES: Final = 2 * _TEXT8_BYTES + _ENUM_BYTES
+_PATIENT_FIXED_BYTES: Final = 2 * _TEXT8_BYTES + _DATE_BYTES
+# PARAM_CHANGE: an entry head, the old and new values, then the reason.
+_PARAM_CHANGE_FIXED_BYTES: Final = _ENTRY_HEAD_BYTES + _ENUM_BYTES
+_REFILL_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.REFILL]).size
+_BOLUS_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.BOLUS]).size
+_ALARM_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.ALARM]).size
+_PUMP_STATUS_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.PUMP_STATUS]).size
 
 # Exact decimal arithmetic: inputs have at most 2 x 30 digits, so 80 digits never round;
 # the traps turn any surprise into an exception instead of a silent rounding.
@@ -1261,9 +1288,7 @@ class _Decoder:
     # -- §5.4: what is accepted can be written as binary ----------------------------------
 
     def _check_binary_size(self, end_line: int) -> None:
-        size = HEADER_BYTES + FRAME_BYTES + END_PAYLOAD_BYTES
-        for rec in self.records:
-            size += FRAME_BYTES + _payload_size(rec)
+        size = binary_log_size(self.records)
         if size > MAX_FILE_BYTES:
             raise LimitExceeded(
                 "binary_too_large",
@@ -1272,6 +1297,14 @@ class _Decoder:
                 source=self.source,
                 position=Position("line", end_line),
             )
+
+
+def binary_log_size(records: Sequence[Record]) -> int:
+    """Bytes of the binary log holding `records` (header, the records, the END record)."""
+    size = HEADER_BYTES + FRAME_BYTES + END_PAYLOAD_BYTES
+    for rec in records:
+        size += FRAME_BYTES + _payload_size(rec)
+    return size
 
 
 def _value_size(kind: ValueType, value: ParamValue) -> int:
@@ -1284,22 +1317,36 @@ def _value_size(kind: ValueType, value: ParamValue) -> int:
 def _payload_size(rec: Record) -> int:
     """Payload bytes of the binary record (psl-binary-v1.md §3)."""
     if isinstance(rec, SessionInfoRec):
-        return 3 + len(rec.operator_id.encode("utf-8")) + len(rec.clinic_id.encode("utf-8"))
+        return (
+            _SESSION_INFO_FIXED_BYTES
+            + len(rec.operator_id.encode("utf-8"))
+            + len(rec.clinic_id.encode("utf-8"))
+        )
     if isinstance(rec, PatientRec):
-        return 4 + len(rec.patient_id.encode("utf-8")) + len(rec.patient_name.encode("utf-8"))
+        return (
+            _PATIENT_FIXED_BYTES
+            + len(rec.patient_id.encode("utf-8"))
+            + len(rec.patient_name.encode("utf-8"))
+        )
     if isinstance(rec, SnapshotRec):
-        return 2 + sum(3 + _value_size(e.value_type, e.value) for e in rec.entries)
+        return _SNAPSHOT_HEAD_BYTES + sum(
+            _ENTRY_HEAD_BYTES + _value_size(e.value_type, e.value) for e in rec.entries
+        )
     if isinstance(rec, ParamChangeRec):
         kind = rec.entry_old.value_type
-        return 4 + _value_size(kind, rec.entry_old.value) + _value_size(kind, rec.new)
+        return (
+            _PARAM_CHANGE_FIXED_BYTES
+            + _value_size(kind, rec.entry_old.value)
+            + _value_size(kind, rec.new)
+        )
     if isinstance(rec, RefillRec):
-        return 16
+        return _REFILL_BYTES
     if isinstance(rec, BolusRec):
-        return 7
+        return _BOLUS_BYTES
     if isinstance(rec, AlarmRec):
-        return 8
+        return _ALARM_BYTES
     if isinstance(rec, PumpStatusRec):
-        return 7
+        return _PUMP_STATUS_BYTES
     if isinstance(rec, NoteRec):
-        return 2 + len(rec.text.encode("utf-8"))
+        return _TEXT16_BYTES + len(rec.text.encode("utf-8"))
     return len(rec.payload)

@@ -26,9 +26,9 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from db import audit
+from db.due import due_report
 from db.engine import write_transaction
 from db.models import utc_now
-from ingest.due import due_report
 from ingest.rawstore import RawStore, RawStoreError
 from web import present
 from web.auth import LOGIN_COOKIE, cookie_flags

@@ -1,6 +1,6 @@
 """`pumptrail due [--json] [--show-patient]`: pumps due or overdue for a refill.
 
-The report of `ingest.due`: every pump whose latest session programmed a
+The report of `evidence.due` (`db.due.due_report`): every pump whose latest session programmed a
 low-reservoir alarm date or refill date within `due_within_days` days (setting,
 default 14) or already past. Overdue pumps come first; a pump holding baclofen
 is marked `WITHDRAWAL RISK`, since a missed intrathecal baclofen refill is an
@@ -27,7 +27,7 @@ from pumptrail.commands.db import (
 from pumptrail.commands.evidence import table
 
 if TYPE_CHECKING:
-    from ingest.due import RefillDue
+    from evidence.due import RefillDue
 
 SETTINGS = ("rules_dir", "db", "data_dir", "due_within_days")
 
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ingest.due import due_report
+    from db.due import due_report
 
     resolved = resolve(args)
     rules = load_clinic_rules(resolved)

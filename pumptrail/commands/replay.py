@@ -9,7 +9,7 @@ rewritten (a tampered, missing or undecodable raw file). 2 when the database,
 settings or rules cannot be used.
 
 `--fixtures DIR` checks a case folder of exports against its
-`expected-evidence.json` without any database (`ingest.replay_fixtures`);
+`expected-evidence.json` without any database (`ingest.replay.fixtures`);
 `--write-expected` writes that file from this version instead (review it).
 
 On a terminal (standard error a TTY, not under systemd) a progress bar on
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_fixtures(args: argparse.Namespace) -> int:
-    from ingest.replay_fixtures import CaseError, check_case, write_expected
+    from ingest.replay.fixtures import CaseError, check_case, write_expected
 
     if args.apply or args.pump is not None or args.since is not None:
         raise CommandError("--fixtures checks a case folder: no --apply, --pump or --since")

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from db.due import LatestSession, latest_sessions
+from db.due import LatestSession, due_report, latest_sessions
+from evidence.due import is_withdrawal_risk, refills_due
 from fixtures.binary_writer import encode_binary
 from fixtures.scenario import Scenario
 from fixtures.scenarios import pump_history
-from ingest.due import due_report, is_withdrawal_risk, refills_due
 from ingest.pipeline import Importer
 from ingest.service import Service
 from parsers.registry import decode_bytes
