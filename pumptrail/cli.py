@@ -56,7 +56,7 @@ EXIT_STATUS: Mapping[str, int] = {
     "db.engine.DatabaseUrlError": EXIT_UNUSABLE,
     "evidence.rules.RulesError": EXIT_UNUSABLE,
     "web.auth.SecretError": EXIT_UNUSABLE,
-    "ingest.replay_fixtures.CaseError": EXIT_UNUSABLE,
+    "ingest.replay.fixtures.CaseError": EXIT_UNUSABLE,
     "ingest.serial_receiver.SerialPortError": EXIT_UNUSABLE,
     "parsers.errors.DecodeError": EXIT_UNUSABLE,
     "ingest.serial_receiver.TransferFailed": EXIT_PROBLEM,

@@ -310,3 +310,13 @@ def test_decode_of_several_files_is_the_indented_array(capsys: pytest.CaptureFix
     assert cli.main(["decode", *map(str, chosen)]) == 0
     documents = [json.loads(p.with_suffix(".expected.json").read_text("utf-8")) for p in chosen]
     assert capsys.readouterr().out == json.dumps(documents, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_every_class_of_the_exit_status_table_exists() -> None:
+    import importlib
+
+    for dotted in cli.EXIT_STATUS:
+        module, _, name = dotted.rpartition(".")
+        found = getattr(importlib.import_module(module), name, None)
+        assert isinstance(found, type) and issubclass(found, Exception), dotted
+        assert f"{found.__module__}.{found.__qualname__}" == dotted
