@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pumptrail import __version__, settings
 from pumptrail.commands import set_handler
-from pumptrail.errors import CommandError
+from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 if TYPE_CHECKING:
     from fixtures.csv_writer import Locale
@@ -184,8 +184,7 @@ def _wait_and_report(service: Service, resolved: settings.Settings, timeout_s: f
             break
         time.sleep(0.5)
     else:
-        print("pumptrail demo: the inbox did not empty in time", file=sys.stderr)
-        return 1
+        raise CommandError("the inbox did not empty in time", exit_status=EXIT_PROBLEM)
     counts = dict(sorted(service.watcher.counts.items()))
     print("  " + ", ".join(f"{value} {key}" for key, value in counts.items()))
     archived = sum(1 for p in resolved.archive.rglob("*") if p.is_file())
