@@ -49,6 +49,7 @@ from ingest.serial_receiver import (
     TransferFailed,
 )
 from parsers.registry import decode_bytes
+from pumptrail import cli
 from pumptrail.commands import receive as receive_command
 from tests.ingest.serial_line import (
     BLOCK_WIRE,
@@ -580,8 +581,7 @@ def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pumptrail")
     receive_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    status: int = args.handler(args)
-    return status
+    return cli.dispatch(args)
 
 
 def test_cli_missing_port_is_one_line_and_status_2(
