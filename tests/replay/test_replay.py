@@ -1,4 +1,4 @@
-"""`pumptrail replay` against SQLite and PostgreSQL (issue 6 items 1, 2 and 5).
+"""`pumptrail replay` against SQLite and PostgreSQL.
 
 Each tamper test changes one stored thing the way someone with database or file
 access could, then checks that replay names it: which session or raw file, which

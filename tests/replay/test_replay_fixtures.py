@@ -1,4 +1,4 @@
-"""`pumptrail replay --fixtures DIR` and the pump-year case folder (issue 6 item 4)."""
+"""`pumptrail replay --fixtures DIR` and the pump-year case folder."""
 
 from __future__ import annotations
 
