@@ -45,7 +45,7 @@ from db.migrate import SchemaError, open_database
 from evidence import Rules
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer
-from ingest.rawstore import RawStore
+from ingest.rawstore import AUTO, open_raw_store
 from ingest.watch import InboxWatcher, error_text, is_transient
 from pumptrail.settings import Settings
 
@@ -124,7 +124,9 @@ class Service:
                     log_event(log, "database_set_up_elsewhere")
                     engine = open_database(self.settings.db)
                 self._engine = engine
-                self._importer = Importer(engine, RawStore(self.settings.raw_store), self.rules)
+                mode = str(self.settings.values.get("raw_store_mode", AUTO))
+                store = open_raw_store(engine, self.settings.raw_store, mode)
+                self._importer = Importer(engine, store, self.rules)
             return self._importer
 
     def _fatal(self, exc: BaseException) -> None:

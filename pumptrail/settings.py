@@ -21,6 +21,8 @@ from typing import Any
 
 import platformdirs
 
+from ingest.rawstore import RAW_STORE_MODES
+
 ENV_PREFIX = "PUMPTRAIL_"
 CONFIG_ENV = "PUMPTRAIL_CONFIG"
 
@@ -37,6 +39,8 @@ class Setting:
     help: str
     # Path defaults are written relative to data_dir: "{data_dir}/inbox".
     derived: bool = False
+    # The values a text setting may take (empty: any).
+    choices: tuple[str, ...] = ()
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -76,6 +80,15 @@ SETTINGS: tuple[Setting, ...] = (
         "{data_dir}/raw",
         "content-addressed copy of every imported file (SHA-256, read-only)",
         derived=True,
+    ),
+    Setting(
+        "raw_store_mode",
+        str,
+        "auto",
+        "where raw exports are kept: auto (PostgreSQL: in the database, shared by every "
+        "workstation; SQLite: the raw_store folder), files (the raw_store folder) or "
+        "database",
+        choices=RAW_STORE_MODES,
     ),
     Setting(
         "rules_dir",
@@ -152,6 +165,10 @@ class Settings:
     def raw_store(self) -> Path:
         return Path(self.values["raw_store"])
 
+    @property
+    def raw_store_mode(self) -> str:
+        return str(self.values["raw_store_mode"])
+
 
 def _convert(setting: Setting, raw: Any, source: str) -> Any:
     try:
@@ -166,6 +183,11 @@ def _convert(setting: Setting, raw: Any, source: str) -> Any:
         raise SettingsError(
             f"{source}: setting {setting.name}: expected {setting.kind.__name__}, found {raw!r}"
         ) from exc
+    if setting.choices and converted not in setting.choices:
+        raise SettingsError(
+            f"{source}: setting {setting.name}: expected one of "
+            f"{', '.join(setting.choices)}, found {raw!r}"
+        )
     if setting.kind in (int, float) and converted < 0:
         raise SettingsError(
             f"{source}: setting {setting.name}: must not be negative, found {raw!r}"

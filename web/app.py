@@ -53,6 +53,7 @@ from db.engine import normalize_url, sqlite_path, write_transaction
 from db.migrate import open_database
 from evidence import Rules, load_rules
 from ingest.logging_setup import log_event
+from ingest.rawstore import AUTO
 from web import api, views
 from web.auth import SESSION_COOKIE, SessionCodec, cookie_flags, load_secret
 from web.context import (
@@ -124,6 +125,7 @@ def _config_from(settings_or_db_url: Any, overrides: dict[str, Any]) -> WebConfi
             db_url=str(settings.db),
             data_dir=Path(settings.data_dir),
             raw_store=Path(settings.raw_store),
+            raw_store_mode=str(getattr(settings, "raw_store_mode", AUTO)),
             inbox=Path(settings.inbox),
             quarantine=Path(settings.quarantine),
             due_within_days=int(getattr(settings, "due_within_days", 14)),

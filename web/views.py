@@ -29,7 +29,7 @@ from db import audit
 from db.due import due_report
 from db.engine import write_transaction
 from db.models import utc_now
-from ingest.rawstore import RawStore, RawStoreError
+from ingest.rawstore import RawStoreError
 from web import present
 from web.auth import LOGIN_COOKIE, cookie_flags
 from web.charts import timeline_charts
@@ -40,6 +40,7 @@ from web.context import (
     current_user,
     is_secure,
     optional_user,
+    raw_store_of,
     record,
     render,
     require,
@@ -451,7 +452,7 @@ def raw_download(
     if found is None:
         return _not_found(request, "No raw file with this SHA-256 was ever offered for import.")
     try:
-        data = RawStore(state.config.raw_store, durable=False).get(sha256)
+        data = raw_store_of(state).get(sha256)
     except RawStoreError as exc:
         return render(
             request,
@@ -532,7 +533,7 @@ def replay_page(
         return _not_found(request, "No stored session has this ID.")
     result = replay_pump_of(
         state.engine,
-        RawStore(state.config.raw_store, durable=False),
+        raw_store_of(state),
         state.rules,
         session_id=session_id,
         pump_serial=record_.pump_serial,

@@ -20,7 +20,7 @@ from typing import Any
 
 from db.audit import cli_actor
 from ingest.pipeline import GROUP_FILES, Importer, ImportSummary, summary_counts
-from ingest.rawstore import RawStore
+from ingest.rawstore import open_raw_store
 from pumptrail.commands.db import (
     CommandError,
     add_database_arguments,
@@ -29,7 +29,7 @@ from pumptrail.commands.db import (
     resolve,
 )
 
-SETTINGS = ("rules_dir", "db", "data_dir", "raw_store")
+SETTINGS = ("rules_dir", "db", "data_dir", "raw_store", "raw_store_mode")
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pumptrail import: {exc}", file=sys.stderr)
         return 2
     try:
-        importer = Importer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
+        store = open_raw_store(engine, resolved.raw_store, resolved.raw_store_mode)
+        importer = Importer(engine, store, rules, actor=cli_actor())
         summary = ImportSummary()
         for result in importer.import_paths(args.paths, group=GROUP_FILES):
             summary.results.append(result)

@@ -24,7 +24,7 @@ from typing import Any
 
 from db.audit import cli_actor
 from evidence import Rules, RulesError, load_rules
-from ingest.rawstore import RawStore
+from ingest.rawstore import open_raw_store
 from ingest.replay import UNREPAIRABLE, Difference, Replayer, counted
 from ingest.replay.fixtures import CaseError, check_case, write_expected
 from pumptrail import settings
@@ -36,7 +36,7 @@ from pumptrail.commands.db import (
     resolve,
 )
 
-SETTINGS = ("db", "data_dir", "raw_store")
+SETTINGS = ("db", "data_dir", "raw_store", "raw_store_mode")
 MAX_LINES_PER_SUBJECT = 20
 
 
@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pumptrail replay: {exc}", file=sys.stderr)
         return 2
     try:
-        replayer = Replayer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
+        store = open_raw_store(engine, resolved.raw_store, resolved.raw_store_mode)
+        replayer = Replayer(engine, store, rules, actor=cli_actor())
         result = replayer.run(
             pump=args.pump, since=args.since, apply=args.apply, report=LinePrinter()
         )

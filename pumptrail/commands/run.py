@@ -28,6 +28,7 @@ SETTINGS = (
     "archive",
     "quarantine",
     "raw_store",
+    "raw_store_mode",
     "poll_seconds",
     "settle_seconds",
     "serial_port",

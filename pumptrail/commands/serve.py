@@ -34,6 +34,7 @@ SETTINGS = (
     "rules_dir",
     "db",
     "raw_store",
+    "raw_store_mode",
     "inbox",
     "quarantine",
     "due_within_days",
