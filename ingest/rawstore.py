@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -375,3 +376,51 @@ def open_raw_store(
     if raw_store_kind(engine, mode) == DATABASE:
         return DatabaseRawStore(engine)
     return RawStore(root, durable=durable)
+
+
+@dataclass
+class CopyReport:
+    """What `copy_raw_store` did, by SHA-256."""
+
+    copied: list[str] = field(default_factory=list)
+    already_stored: list[str] = field(default_factory=list)
+    # Files whose bytes do not hash to their name (or cannot be read): not copied.
+    damaged: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return len(self.copied) + len(self.already_stored) + len(self.damaged)
+
+
+def copy_raw_store(
+    source: RawStorage,
+    target: RawStorage,
+    *,
+    report: Callable[[str, str], None] | None = None,
+) -> CopyReport:
+    """Copy every file of `source` that `target` lacks, each checked against its hash.
+
+    Idempotent: files already in `target` are counted, not written again, so an
+    interrupted copy is finished by running it again. Each copied file is durable
+    in `target` before the next is read. `report(outcome, digest)` sees each file:
+    `copied`, `already_stored` or `damaged`.
+    """
+    result = CopyReport()
+    for digest in source.iterate():
+        try:
+            data = source.read_unchecked(digest)
+        except OSError:
+            data = b""  # unreadable: reported as damaged, never copied
+        if data is None:
+            continue  # gone since it was listed
+        if sha256_hex(data) != digest:
+            outcome, bucket = "damaged", result.damaged
+        elif target.contains(digest):
+            outcome, bucket = "already_stored", result.already_stored
+        else:
+            target.put(data)
+            outcome, bucket = "copied", result.copied
+        bucket.append(digest)
+        if report is not None:
+            report(outcome, digest)
+    return result

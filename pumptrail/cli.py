@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "user",
     "replay",
+    "raw",
     "audit",
     "settings",
     "demo",
