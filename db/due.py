@@ -4,7 +4,7 @@ A pump's latest session is the last of its chain (docs/coding-rules.md §7.5:
 session start UTC, then session ID). Its stored document (docs/session-json.md)
 holds the interrogated state and the phase-1 entries, whose overlay is the end
 state that carries the programmed `low_reservoir_alarm_date` and `refill_date`
-(docs/formats.md: the binary log §4, category `schedule`). `latest_sessions`
+(docs/formats.md §4, category `schedule`). `latest_sessions`
 fetches them, one row per pump, in one query; the rule that decides which pumps
 are due and in what order is `evidence.due`; `due_report` joins the two.
 """

@@ -2,7 +2,7 @@
 
 Replay (`ingest.replay`) re-decodes every raw file and compares the rows the import
 pipeline would write with the stored ones. This module holds its database side:
-each pump's sessions in chain order (coding-rules.md §7.5: session start UTC,
+each pump's sessions in chain order (docs/coding-rules.md §7.5: session start UTC,
 then session ID) with every row derived from them (`setting_values`, `events`,
 `evidence`, `evidence_flags`) and the imported raw files linked to them; the
 refused raw files; the audit log's `import` and `quarantine` entries and what of

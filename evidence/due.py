@@ -4,7 +4,7 @@ A pump's schedule is what its latest session left programmed: the end state
 (docs/coding-rules.md §7.1, the interrogated state overlaid with the phase-1
 entries) holds `low_reservoir_alarm_date` (when the pump will start alarming) and
 `refill_date` (the planned refill), both programmer-local dates
-(docs/formats.md: the binary log §4, category `schedule`; docs/session-json.md
+(docs/formats.md §4, category `schedule`; docs/session-json.md
 dates). A pump is listed when the earlier of the two is within `due_within_days`
 of today or already past.
 
@@ -108,7 +108,7 @@ def _iso(value: date | None) -> str | None:
 
 
 def end_state(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored session document's end state (coding-rules.md §7.1)."""
+    """A stored session document's end state (docs/coding-rules.md §7.1)."""
     state = dict(document.get("interrogated") or {})
     programmed = document.get("programmed")
     if isinstance(programmed, Mapping):
@@ -117,7 +117,7 @@ def end_state(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _date(value: Any) -> date | None:
-    """A session-json.md date (`YYYY-MM-DD`; `null` is not set)."""
+    """A docs/session-json.md date (`YYYY-MM-DD`; `null` is not set)."""
     if not isinstance(value, str):
         return None
     try:

@@ -1,8 +1,8 @@
-"""Exports of one session: which one is used when two disagree (coding-rules.md §7.16).
+"""Exports of one session: which one is used when two disagree (docs/coding-rules.md §7.16).
 
 One session may arrive as several exports: the binary log and the CSV, or the same
 format with other bytes. Two exports conflict when their normalized documents
-(session-json.md) differ in anything but `source_format`, `format_version` and
+(docs/session-json.md) differ in anything but `source_format`, `format_version` and
 `warnings`; the session is then flagged `conflicting_exports` and the binary
 export is the one used. `choose_export` is that rule, for one export in use and
 one more; the import pipeline applies it to the stored export and a new one, and
@@ -22,7 +22,7 @@ from parsers.psl_binary import FORMAT_NAME
 from parsers.registry import decode_bytes
 from parsers.session_json import comparable_document, session_document
 
-# The export that wins a conflict (psl-binary-v1.md).
+# The export that wins a conflict (docs/formats.md).
 BINARY: Final = FORMAT_NAME
 
 

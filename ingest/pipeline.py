@@ -1,8 +1,8 @@
 """The import pipeline: one file, one transaction, stored once.
 
-For each file (coding-rules.md §7.16):
+For each file (docs/coding-rules.md §7.16):
 
-1. Read it, its size checked before reading (the 4 MiB limit of psl-binary-v1.md §3).
+1. Read it, its size checked before reading (the 4 MiB limit of docs/formats.md §3).
 2. SHA-256 of the bytes. Identical bytes already seen are a duplicate, recognised
    before decoding; like every other outcome it gets its audit entry.
 3. Keep the bytes in the raw store, refused files included (`ingest.rawstore`:
@@ -134,7 +134,7 @@ class ImportSummary:
 
 
 # ---------------------------------------------------------------------------
-# Folders (coding-rules.md §7.16)
+# Folders (docs/coding-rules.md §7.16)
 
 
 def walk_folder(root: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""The serial receiver: what a docked programmer sends lands in the inbox (psl-binary-v1.md §6).
+"""The serial receiver: what a docked programmer sends lands in the inbox (docs/formats.md §6).
 
 The programmer sends one export per transfer over a serial line (default 115200
 baud, 8N1, no flow control) with XMODEM-1K using CRC, as `sx -k` from lrzsz does
@@ -65,7 +65,7 @@ from parsers.params import MAX_FILE_BYTES, MAX_PADDING_BYTES
 
 log = logging.getLogger(__name__)
 
-# psl-binary-v1.md §2.1: every binary export starts with this signature.
+# docs/formats.md §2.1: every binary export starts with this signature.
 PSL_SIGNATURE: Final = b"\x89PSL\r\n\x1a\n"
 # XMODEM pads the last block with CP/M end-of-file (SUB, 0x1A) (§2, §6).
 PAD_BYTE: Final = 0x1A

@@ -1,6 +1,6 @@
-"""Decoder for the PSL CSV session export, version 1 (psl-csv-v1.md).
+"""Decoder for the PSL CSV session export, version 1 (docs/format-psl-csv.md).
 
-The CSV carries the records of the binary log (psl-binary-v1.md §3) as a metadata
+The CSV carries the records of the binary log (docs/formats.md §3) as a metadata
 block (§2) and an event table (§3). This module does stage one for the CSV: bytes
 to text (§1, §5.10), RFC 4180 rows with physical line numbers (§5.2), the metadata
 block (§2, §5.5), the locale's numbers, dates and timestamps (§1, §5.3), every
@@ -14,12 +14,13 @@ formats.
 Numbers are converted exactly with `decimal.Decimal` to the canonical integers
 (µg, µL, minutes); a value that is not whole in canonical units is an error.
 
-Resolved readings of the spec (see also the tests):
+Readings of the format the text leaves open (docs/format-psl-csv.md lists them too;
+the tests hold each one):
 
 - Extra blank lines between the metadata block and the header row are tolerated
   (§3 says only "after the blank line comes the header row").
 - An empty `Time` cell is a record time that is "not applicable" (binary
-  0xFFFFFFFF, psl-binary-v1.md §7.1). The `End` row's Time may be empty or a
+  0xFFFFFFFF, docs/formats.md §7.1). The `End` row's Time may be empty or a
   timestamp.
 - An `Interrogated`/`Programmed` row with an unknown label still belongs to its
   snapshot run (its Time is checked, it breaks no run) but gives no entry, like an
@@ -30,51 +31,10 @@ Resolved readings of the spec (see also the tests):
   (`03.1.2045` is `3.1.2045`).
 - The `Record` cell may not be empty (an empty cell is no word at all).
 
-Error codes (`DecodeError.code`), each raised at the line where the problem shows:
-
-- ``file_too_large`` (LimitExceeded): more than 4 MiB of input.
-- ``binary_too_large`` (LimitExceeded): the records would not fit a 4 MiB binary log.
-- ``bad_encoding``: not UTF-8 / UTF-16LE text (line of the first bad byte).
-- ``no_header_line``: the first line (after ``sep=``) is not ``PSL Session Export``.
-- ``bad_delimiter``: a ``sep=`` hint other than ``,``/``;``, or a first line whose
-  delimiter is not ``,``/``;`` or differs from the hint.
-- ``bad_version``: the export version is not ``major.minor``.
-- ``unsupported_version`` (UnsupportedVersion): major version other than 1.
-- ``bad_csv``: RFC 4180 quoting broken (unterminated quote, text after a quote...).
-- ``bad_metadata_line``: a metadata line without ``Key<delimiter>Value`` or with an
-  empty key.
-- ``field_count``: a metadata line with values after Value; a table row that does
-  not have exactly seven fields.
-- ``duplicate_key`` / ``missing_key``: metadata key twice / required key absent.
-- ``missing_table``: no event table after the metadata block.
-- ``bad_locale``, ``bad_software``, ``bad_uuid``, ``bad_utc_offset``: metadata values.
-- ``bad_timestamp`` / ``bad_date``: not the locale's exact shape, or no such day.
-- ``bad_number``: not a number in the locale's shape (decimal mark, no thousands
-  separators); ``not_whole``: not a whole number of canonical units.
-- ``out_of_range``: outside the binary field's integer, timestamp or date range.
-- ``not_ascii`` / ``text_too_long`` / ``empty_value``: model and serial fields
-  (ASCII, at most 12 characters, pump serial not empty), text parameters (at most
-  64 bytes), notes (at most 2000 bytes), other texts (at most 255 bytes).
-- ``bad_header_row``: the table's header row is not the seven column names.
-- ``blank_line_in_table``: a blank line between the header row and ``End``.
-- ``bad_word``: a word outside its table (role, mode, On/Off, reason, kind,
-  alarm name, state, severity, battery) or an empty Record cell.
-- ``bad_unit``: a Unit the label does not accept.
-- ``bad_flex_step`` / ``bad_firmware``: shapes ``HH:MM@rate`` / ``major.minor``.
-- ``bad_detail`` / ``duplicate_detail`` / ``missing_detail``: a Detail item that is
-  not ``Key=Value``, a key twice, a required key absent.
-- ``missing_reason``: a ``Change`` row without a reason.
-- ``unexpected_value``: a value in a cell the table of §3 shows empty.
-- ``snapshot_time``: rows of one snapshot with different Times.
-- ``empty_snapshot_row``: an empty-Parameter snapshot row among other rows of its run.
-- ``duplicate_parameter``: a parameter twice in one snapshot.
-- ``end_count``: the ``End`` count differs from the rows before it.
-- ``data_after_end``: a non-blank line after ``End``.
-- ``missing_end``: no ``End`` row.
-- The sequence-rule codes of `parsers.assemble` (``second_interrogated_snapshot``...).
-
-Warning codes (`WarningLog`, errors with strict=True): ``unknown_key``,
-``unknown_record_word``, ``unknown_label``, ``unknown_detail_key``.
+Every error code this decoder raises (each at the line where the problem shows) is
+in the table of docs/formats.md §9.1, and its warning codes (`unknown_key`,
+`unknown_record_word`, `unknown_label`, `unknown_detail_key`; errors with
+strict=True) in docs/formats.md §10.
 """
 
 from __future__ import annotations
@@ -149,7 +109,7 @@ from parsers.wiretime import date_in_range, timestamp_in_range
 EXPORT_KEY: Final = "PSL Session Export"
 BOM_UTF8: Final = b"\xef\xbb\xbf"
 BOM_UTF16LE: Final = b"\xff\xfe"
-# Serial transfers pad the last XMODEM block with SUB (psl-binary-v1.md §6, CSV §5.10).
+# Serial transfers pad the last XMODEM block with SUB (docs/formats.md §6, CSV §5.10).
 SUB: Final = 0x1A
 
 TABLE_COLUMNS: Final = ("Time", "Record", "Parameter", "Value", "Previous Value", "Unit", "Detail")
@@ -190,7 +150,7 @@ LOCALES: Final = MappingProxyType(
     }
 )
 
-# CSV word -> session-json.md word (§3.2, §2).
+# CSV word -> docs/session-json.md word (§3.2, §2).
 ROLE_WORDS: Final = MappingProxyType(
     {
         "Unknown": "unknown",
@@ -264,7 +224,7 @@ U16_MAX: Final = 0xFFFF
 U32_MAX: Final = 0xFFFFFFFF
 I32_MIN: Final = -(2**31)
 I32_MAX: Final = 2**31 - 1
-# Texts with a u8 length prefix (SESSION_INFO, PATIENT payloads, psl-binary-v1.md §3).
+# Texts with a u8 length prefix (SESSION_INFO, PATIENT payloads, docs/formats.md §3).
 U8_TEXT_BYTES: Final = 0xFF
 UTC_OFFSET_MIN: Final = -720
 UTC_OFFSET_MAX: Final = 840
@@ -278,7 +238,7 @@ INT_RANGES: Final = MappingProxyType(
     }
 )
 # Binary sizes for the 4 MiB check (§5.4), all from the binary layouts of
-# `parsers.psl_binary_schema` (psl-binary-v1.md §2.1-§2.3, §3).
+# `parsers.psl_binary_schema` (docs/formats.md §2.1-§2.3, §3).
 HEADER_BYTES: Final = HEADER_SIZE_V1_0
 FRAME_BYTES: Final = RECORD_OVERHEAD  # sync, type, length, seq, time, then the CRC
 END_PAYLOAD_BYTES: Final = packer(END_FIELDS).size
@@ -356,7 +316,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def decode(data: bytes, *, source: str, strict: bool = False) -> Session:
-    """Decode one CSV export (psl-csv-v1.md) into the normalized session."""
+    """Decode one CSV export (docs/format-psl-csv.md) into the normalized session."""
     check_file_size(len(data), source=source, position=Position("line", 1))
     text = _text_of(data, source)
     return _Decoder(source, WarningLog(source=source, strict=strict)).run(text)
@@ -1272,7 +1232,7 @@ class _Decoder:
         return text
 
     def ascii_field(self, line: int, text: str, what: str) -> str:
-        """A NUL-padded 12-byte ASCII header field (psl-binary-v1.md §2.1, §7.10)."""
+        """A NUL-padded 12-byte ASCII header field (docs/formats.md §2.1, §7.10)."""
         if not text.isascii() or "\x00" in text:
             raise self.fail("not_ascii", line, what, "ASCII text without NUL", _q(text))
         if len(text) > ASCII_FIELD_BYTES:
@@ -1315,7 +1275,7 @@ def _value_size(kind: ValueType, value: ParamValue) -> int:
 
 
 def _payload_size(rec: Record) -> int:
-    """Payload bytes of the binary record (psl-binary-v1.md §3)."""
+    """Payload bytes of the binary record (docs/formats.md §3)."""
     if isinstance(rec, SessionInfoRec):
         return (
             _SESSION_INFO_FIXED_BYTES

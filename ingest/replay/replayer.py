@@ -147,10 +147,11 @@ class Replayer:
         since: date | None = None,
         apply: bool = False,
         report: Callable[[Difference], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ReplayReport:
         """Replay every pump (or one serial), sessions starting on or after `since` (UTC).
 
-        `report` sees each difference as it is found.
+        `report` sees each difference as it is found; `progress(done, total)` each pump done.
         """
         result = ReplayReport()
         since_utc = None if since is None else datetime.combine(since, time())
@@ -169,8 +170,10 @@ class Replayer:
                 pump_ids = [] if pk is None else [pk]
                 result.pump_found = pk is not None
         if apply:
-            for pump_id in pump_ids:
+            for done, pump_id in enumerate(pump_ids, 1):
                 self._apply_pump(pump_id, since_utc, result, found)
+                if progress is not None:
+                    progress(done, len(pump_ids))
         else:
             for first in range(0, len(pump_ids), PUMP_BATCH):
                 batch = pump_ids[first : first + PUMP_BATCH]
@@ -180,6 +183,8 @@ class Replayer:
                         replayed = self._replay_pump(serials[pump_id], stored, since_utc)
                         self._count(result, replayed)
                         found(replayed.differences)
+                if progress is not None:
+                    progress(first + len(batch), len(pump_ids))
         found(self._refused(pump, since_utc, result, apply=apply))
         if pump is None and since is None:
             found(self._against_audit_log())

@@ -16,19 +16,11 @@ or this database keeps its raw exports in folders, else 0.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Final
 
-from db import audit
-from db.engine import write_transaction
-from ingest.rawstore import (
-    DatabaseRawStore,
-    RawStore,
-    RawStoreModeError,
-    copy_raw_store,
-    open_raw_store,
-)
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands import set_handler
+from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 SETTINGS = ("db", "data_dir", "raw_store", "raw_store_mode")
 # Damaged files named in the audit entry at most (the count is always exact).
@@ -43,33 +35,32 @@ def register(subparsers: Any) -> None:
         help="copy every file of the raw_store folder into the database (checked, idempotent)",
     )
     add_database_arguments(migrate, SETTINGS)
-    migrate.set_defaults(handler=run_migrate)
+    set_handler(migrate, run_migrate)
 
 
 def run_migrate(args: argparse.Namespace) -> int:
+    from db import audit
+    from db.engine import write_transaction
+    from ingest.rawstore import (
+        DatabaseRawStore,
+        RawStore,
+        copy_raw_store,
+        open_raw_store,
+    )
+
+    resolved = resolve(args)
+    folder = resolved.raw_store
+    if not folder.is_dir():
+        raise CommandError(f"no raw store folder at {folder}")
+    engine = open_from_settings(resolved)
     try:
-        resolved = resolve(args)
-        folder = resolved.raw_store
-        if not folder.is_dir():
-            raise CommandError(f"no raw store folder at {folder}")
-        engine = open_from_settings(resolved)
-    except CommandError as exc:
-        print(f"pumptrail raw migrate: {exc}", file=sys.stderr)
-        return 2
-    try:
-        try:
-            target = open_raw_store(engine, folder, resolved.raw_store_mode)
-        except RawStoreModeError as exc:
-            print(f"pumptrail raw migrate: {exc}", file=sys.stderr)
-            return 2
+        target = open_raw_store(engine, folder, resolved.raw_store_mode)
         if not isinstance(target, DatabaseRawStore):
-            print(
-                "pumptrail raw migrate: this database keeps its raw exports in the "
+            raise CommandError(
+                "this database keeps its raw exports in the "
                 "raw_store folder (SQLite, or raw_store_mode = files), not in the database: "
-                "nothing to migrate (set raw_store_mode = database to keep them there)",
-                file=sys.stderr,
+                "nothing to migrate (set raw_store_mode = database to keep them there)"
             )
-            return 2
 
         def report(outcome: str, digest: str) -> None:
             if outcome == "damaged":
@@ -97,4 +88,4 @@ def run_migrate(args: argparse.Namespace) -> int:
         f"{result.files} {noun} in {folder}: {len(result.copied)} copied, "
         f"{len(result.already_stored)} already in the database, {len(result.damaged)} damaged"
     )
-    return 1 if result.damaged else 0
+    return EXIT_PROBLEM if result.damaged else 0

@@ -1,4 +1,4 @@
-"""Which of two exports of one session is used (coding-rules.md §7.16), for import and replay."""
+"""Which of two exports of one session is used (docs/coding-rules.md §7.16), for import and replay."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The import pipeline against SQLite and PostgreSQL (issue 3 items 2-3, coding-rules.md §7.5, §7.16)."""
+"""The import pipeline against SQLite and PostgreSQL (docs/coding-rules.md §7.5, §7.16)."""
 
 from __future__ import annotations
 

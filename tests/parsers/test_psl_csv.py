@@ -1,4 +1,4 @@
-"""The PSL CSV decoder (parsers/psl_csv.py) against psl-csv-v1.md.
+"""The PSL CSV decoder (parsers/psl_csv.py) against docs/format-psl-csv.md.
 
 The base file is the spec's §4 example (patient id made synthetic); the locale,
 delimiter and encoding tests use hand-written variants of one richer file, so the
@@ -13,6 +13,7 @@ import io
 import random
 import re
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -265,7 +266,7 @@ def test_spec_example_decodes_to_the_documented_session() -> None:
         "reservoir_volume": 40000,
         "low_reservoir_alarm_date": "2026-09-04",
     }
-    # Pump clock 09:35:02 read at 09:32:14: the pump runs 168 s ahead (binary §5).
+    # Pump clock 09:35:02 read at 09:32:14: the pump runs 168 s ahead (docs/formats.md §5).
     assert doc["pump_status"] == {"pump_clock_offset_s": 168, "firmware": "2.3", "battery": "ok"}
     assert doc["events"] == [
         {
@@ -872,6 +873,7 @@ ERROR_CASES = [
     ("second_interrogated_run", build([*LINES[:23], "2026-03-14 09:40:00,Interrogated,Catheter Volume,0.2,,mL,", *LINES[23:30], ",End,,15,,,"]), "second_interrogated_snapshot", 24, ("record 5 (SNAPSHOT)", "a second SNAPSHOT with phase 0")),
     ("refill_before_interrogation", build([*LINES[:16], LINES[23], *LINES[16:23], *LINES[24:]]), "before_interrogated_snapshot", 17, ("REFILL before the phase-0",)),
     ("change_after_programmed", build([*LINES[:25], *LINES[26:30], LINES[25], LINES[30]]), "change_after_programmed_snapshot", 30, ("PARAM_CHANGE after the phase-1",)),
+    ("second_programmed_run", build([*LINES[:28], "2026-03-14 09:43:40,Note,,split,,,", *LINES[28:30], ",End,,15,,,"]), "second_programmed_snapshot", 30, ("record 10 (SNAPSHOT)", "a second SNAPSHOT with phase 1")),
     ("no_interrogated", build([*LINES[:17], *LINES[22:23], *LINES[26:30], ",End,,6,,,"]), "missing_interrogated_snapshot", 23, ("no SNAPSHOT with phase 0",)),
 ]
 # fmt: on
@@ -970,8 +972,13 @@ def test_the_rich_file_of_every_locale_decodes_before_its_numbers_are_broken(loc
 
 
 def test_every_documented_error_code_is_exercised() -> None:
-    documented = set(re.findall(r"``([a-z_]+)``", psl_csv.__doc__ or ""))
-    assert {"bad_encoding", "missing_end", "unknown_label"} <= documented
+    # The codes docs/formats.md gives the CSV: errors of format CSV or any (§9.1) and
+    # the CSV warnings (§10).
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text("utf-8")
+    errors, warnings = doc.split("### 9.1 Error codes")[1].split("## 10. Warnings")
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| (?:CSV|any) \|", errors, re.MULTILINE))
+    documented |= set(re.findall(r"^\| `([a-z_]+)` \| CSV \|", warnings, re.MULTILINE))
+    assert {"bad_encoding", "missing_end", "unknown_label", "duplicate_parameter"} <= documented
     elsewhere = {
         "unsupported_version",
         "file_too_large",
@@ -1053,7 +1060,7 @@ def test_the_binary_size_of_a_csv_file_is_that_of_its_binary_export(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # §5.4: the 4 MiB check counts the bytes the same records take as a binary log,
-    # with the record sizes of the binary layouts (psl-binary-v1.md §2-§3).
+    # with the record sizes of the binary layouts (docs/formats.md §2-§3).
     scenario = realistic_scenario(random.Random(seed))
     seen: list[list[object]] = []
     real_assemble = psl_csv.assemble

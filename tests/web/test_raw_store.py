@@ -14,17 +14,18 @@ from ingest.rawstore import DatabaseRawStore, RawStore, copy_raw_store
 from tests.web.conftest import SECRET, login
 from tests.web.support import DemoData
 from web.app import create_app
+from web.context import WebConfig
 
 
 def test_raw_download_and_replay_read_the_database_store(data: DemoData, engine: Engine) -> None:
-    app = create_app(
+    config = WebConfig.for_database(
         data.url,
         data_dir=data.root,
-        secret=SECRET,
         sync_codes_seconds=None,
         version="test",
         raw_store_mode="database",
     )
+    app = create_app(config, secret=SECRET)
     with TestClient(app) as client:
         login(client, "audrey")
         session_id = data.session_ids[0]
