@@ -50,7 +50,7 @@ from db.migrate import SchemaError, open_database
 from evidence import Rules
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer
-from ingest.rawstore import RawStore
+from ingest.rawstore import AUTO, open_raw_store
 from ingest.watch import InboxWatcher, error_text, is_transient
 from parsers.errors import PumptrailError
 
@@ -78,6 +78,8 @@ class ServiceConfig:
     archive: Path
     quarantine: Path
     raw_store: Path
+    # `raw_store_mode` (ingest.rawstore): where the imported raw exports are kept.
+    raw_store_mode: str = AUTO
     poll_seconds: float = 2.0
     settle_seconds: float = 2.0
     retry_max_seconds: float = 60.0
@@ -149,7 +151,8 @@ class Service:
                     log_event(log, "database_set_up_elsewhere")
                     engine = open_database(self.config.db_url)
                 self._engine = engine
-                self._importer = Importer(engine, RawStore(self.config.raw_store), self.rules)
+                store = open_raw_store(engine, self.config.raw_store, self.config.raw_store_mode)
+                self._importer = Importer(engine, store, self.rules)
             return self._importer
 
     def _fatal(self, exc: BaseException) -> None:

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from db import audit
 from db.engine import normalize_url, sqlite_path, write_transaction
 from evidence import Rules
+from ingest.rawstore import AUTO, RawStorage, open_raw_store
 from parsers.errors import PumptrailError
 from web.auth import (
     CSRF_FIELD,
@@ -52,6 +53,8 @@ class WebConfig:
     inbox: Path
     quarantine: Path
     due_within_days: int = 14
+    # `raw_store_mode` (ingest.rawstore): where the raw exports are read from.
+    raw_store_mode: str = AUTO
     # Minutes of inactivity after which a login ends; hours a login lasts at most.
     idle_minutes: int = 30
     max_hours: int = 12
@@ -130,6 +133,13 @@ class CsrfRefused(PumptrailError):
 def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.pumptrail
     return state
+
+
+def raw_store_of(state: AppState) -> RawStorage:
+    """The raw store the importer of this database writes to (read only here)."""
+    return open_raw_store(
+        state.engine, state.config.raw_store, state.config.raw_store_mode, durable=False
+    )
 
 
 def is_secure(request: Request) -> bool:
