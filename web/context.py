@@ -232,6 +232,47 @@ def record(
         audit.append(connection, actor=actor, action=action, target=target[:128], detail=detail)
 
 
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it (the proxy's own, unless it forwards it).
+
+    Behind a TLS proxy, `pumptrail serve --proxy-headers` lets uvicorn take the
+    address from `X-Forwarded-For` of a trusted proxy (docs/operations.md).
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
+def route_template(request: Request) -> str:
+    """The matched route's path template (`/pumps/{serial}`), never the concrete path."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "(no route)")
+
+
+def record_view(
+    request: Request,
+    user: User,
+    action: str,
+    *,
+    target: str = "",
+    filters: Mapping[str, object] | None = None,
+    **shown: object,
+) -> None:
+    """Record a view of patient data (docs/web.md "Audit"): who, from where, what was shown.
+
+    The detail holds the route template, the client address, the filters with
+    their values (`filters`; never a patient ID: a patient filter is recorded as
+    `patient_filter: true`) and the IDs the answer shows (`shown`, e.g.
+    `session_ids=[...]`, `pump_serials=[...]`: at most one page of them).
+    """
+    detail: dict[str, object] = {
+        "route": route_template(request),
+        "client": client_address(request),
+    }
+    if filters:
+        detail["filters"] = dict(filters)
+    detail.update(shown)
+    record(request, actor=user.username, action=action, target=target, detail=detail)
+
+
 def render(
     request: Request,
     template: str,
