@@ -72,8 +72,12 @@ class ListForm:
     def audited(self) -> dict[str, object]:
         """The filters as an audit entry records them: values, but a patient ID only as used."""
         values: dict[str, object] = {
-            name: value for name, value in self.query() if name not in ("patient_id", "flag")
+            name: value
+            for name, value in self.query()
+            if name not in ("patient_id", "flag", "flagged")
         }
+        if self.flagged:
+            values["flagged"] = True
         if self.flags:
             values["flags"] = list(self.flags)
         if self.patient_id:
