@@ -46,15 +46,23 @@ def _view(request: Request, session_id: str) -> EvidenceView | None:
 
 
 def _audited_view(
-    request: Request, session_id: str, user: User, action: str, detail: dict[str, str] | None
+    request: Request, session_id: str, user: User, action: str, export_format: str | None
 ) -> EvidenceView | Response:
     """The session's evidence view, its access recorded before anything is sent; or 404."""
     view = _view(request, session_id)
     if view is None:
         return not_found(request, "No stored session has this ID.")
-    record_view(
-        request, user, action, target=session_id, session_ids=[session_id], **(detail or {})
-    )
+    if export_format is None:
+        record_view(request, user, action, target=session_id, session_ids=[session_id])
+    else:
+        record_view(
+            request,
+            user,
+            action,
+            target=session_id,
+            session_ids=[session_id],
+            format=export_format,
+        )
     return view
 
 
@@ -72,7 +80,7 @@ def evidence_page(
 def packet_page(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "html"})
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, "html")
     if isinstance(view, Response):
         return view
     return render(
@@ -90,7 +98,7 @@ def packet_page(
 def packet_pdf(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "pdf"})
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, "pdf")
     if isinstance(view, Response):
         return view
     data = render_pdf(view, generated_at=utc_now(), generated_by=user.username)
