@@ -32,12 +32,12 @@ from web.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     BrowserSession,
-    LoginThrottle,
     SessionCodec,
     cookie_flags,
     tokens_match,
 )
-from web.users import User, get_user
+from web.throttle import LoginThrottle
+from web.users import User, browser_session_open, get_user
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class WebConfig:
     # Minutes of inactivity after which a login ends; hours a login lasts at most.
     idle_minutes: int = 30
     max_hours: int = 12
-    # True: always Secure cookies; None: Secure when the request came over https.
+    # True: always Secure cookies, and HSTS on every answer; None: Secure when the
+    # request came over https.
     secure_cookies: bool | None = None
     # Seconds between repairs of the per-profile code index (0: only at start).
     sync_codes_seconds: float | None = 60.0
@@ -161,7 +162,15 @@ def optional_user(request: Request) -> User | None:
     if session is not None:
         with state.engine.connect() as connection:
             found = get_user(connection, session.user_id)
-        if found is not None and not found.disabled and found.session_version == session.version:
+            still_open = found is not None and browser_session_open(
+                connection, found.id, session.token
+            )
+        if (
+            found is not None
+            and still_open
+            and not found.disabled
+            and found.session_version == session.version
+        ):
             user = found
             refreshed = state.codec.refreshed(session)
             if refreshed is not None:
@@ -194,13 +203,33 @@ def csrf_token(request: Request) -> str:
     return "" if session is None else session.csrf
 
 
+def check_login_csrf(request: Request, given: str | None) -> None:
+    """Refuse a login POST whose token is not its login form's.
+
+    The login form's own token always counts, so a session cookie left over from
+    a session ended elsewhere never makes a login fail; a browser still logged
+    in may also send its session's token.
+    """
+    expected = app_state(request).codec.read_login_form(request.cookies.get(LOGIN_COOKIE))
+    if tokens_match(expected, given):
+        return
+    # A logged-in browser may log in again (as another account) from any of its forms.
+    session = browser_session(request)
+    if session is None or not tokens_match(session.csrf, given):
+        raise CsrfRefused
+
+
 def check_csrf(request: Request, given: str | None) -> None:
     """Refuse a POST whose form token is not the session's (or the login form's)."""
     session = browser_session(request)
     expected = session.csrf if session is not None else None
     if expected is None:
         expected = app_state(request).codec.read_login_form(request.cookies.get(LOGIN_COOKIE))
-    if not tokens_match(expected, given):
+    if tokens_match(expected, given):
+        return
+    # A logged-in browser may log in again (as another account) from any of its forms.
+    session = browser_session(request)
+    if session is None or not tokens_match(session.csrf, given):
         raise CsrfRefused
 
 
