@@ -33,13 +33,24 @@ from tests.web.conftest import SECRET
 from tests.web.support import PASSWORD, DemoData, csrf_of
 from web.app import create_app
 from web.context import WebConfig
-from web.throttle import BASE_DELAY_S, FREE_FAILURES, account_key, address_key, delay_after
+from web.throttle import (
+    BASE_DELAY_S,
+    FREE_FAILURES,
+    LoginThrottle,
+    account_key,
+    address_key,
+    delay_after,
+)
 from web.users import (
     AccountError,
     add_user,
+    authenticate,
+    browser_session_open,
     check_password,
     common_passwords,
+    end_browser_session,
     find_user,
+    open_browser_session,
     set_disabled,
     set_password,
 )
@@ -369,5 +380,33 @@ def test_an_upgrade_stops_on_names_differing_only_in_case(tmp_path: Path) -> Non
             engine.begin() as connection,
         ):
             command.upgrade(alembic_config(connection), "head")
+    finally:
+        engine.dispose()
+
+
+def test_throttle_counts_and_sessions_on_both_backends(db_url: str) -> None:
+    """The upsert of the counts and the session rows work on SQLite and PostgreSQL."""
+    engine = open_database(db_url)
+    throttle = LoginThrottle()
+    try:
+        with write_transaction(engine) as connection:
+            user = add_user(connection, "Eve.Long", "coder", "a-long-password-1")
+        for _ in range(FREE_FAILURES + 1):
+            with write_transaction(engine) as connection:
+                throttle.failed(connection, "192.0.2.9", "EVE.long")
+        with engine.connect() as connection:
+            now = utc_now()
+            assert throttle.failures(connection, account_key("eve.long"), now).count == 6
+            assert throttle.wait_s(connection, "192.0.2.9", "eve.long") > BASE_DELAY_S
+            assert throttle.wait_s(connection, "192.0.2.10", "eve.long") == 0.0
+        with write_transaction(engine) as connection:
+            first = open_browser_session(connection, user.id)
+            second = open_browser_session(connection, user.id)
+            end_browser_session(connection, first)
+            assert not browser_session_open(connection, user.id, first)
+            assert browser_session_open(connection, user.id, second)
+            throttle.succeeded(connection, "192.0.2.9", "Eve.Long")
+            assert throttle.wait_s(connection, "192.0.2.9", "eve.long") == 0.0
+            assert authenticate(connection, "EVE.LONG", "a-long-password-1") is not None
     finally:
         engine.dispose()
