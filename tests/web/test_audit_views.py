@@ -248,9 +248,16 @@ def _audit_rows(page: str) -> list[tuple[str, str, str]]:
     return [(a, b, c) for a, b, c in rows]
 
 
+@pytest.mark.parametrize("chunk", [200, 2])
 def test_the_audit_page_finds_everything_that_touched_one_patient(
-    client_for: Callable[[str], TestClient], data: DemoData, engine: Engine
+    chunk: int,
+    client_for: Callable[[str], TestClient],
+    data: DemoData,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # chunk 2: the patient's sessions are looked for in several queries, merged.
+    monkeypatch.setattr("web.views.audit.LIKE_CHUNK", chunk)
     coder = client_for("cora")
     auditor = client_for("audrey")
     serial, own = next(iter(data.pumps.items()))

@@ -31,6 +31,10 @@ def _detail_text(detail: Mapping[str, Any]) -> str:
     return json.dumps(detail, sort_keys=True, ensure_ascii=False) if detail else ""
 
 
+# LIKE terms per query of the patient-or-pump filter.
+LIKE_CHUNK = 200
+
+
 def _like_text(value: str) -> str:
     """A LIKE pattern matching `value` as a JSON string anywhere in a detail."""
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -68,21 +72,31 @@ def audit_entries(
         query = query.where(table.c.at >= since)
     if until is not None:
         query = query.where(table.c.at < until)
-    if subjects is not None:
-        named = (*subjects.session_ids, *subjects.pump_serials)
-        query = query.where(
-            or_(
-                table.c.target.in_(subjects.values()),
-                *(table.c.detail.like(_like_text(value), escape="\\") for value in named),
-            )
-            if subjects.values()
-            else false()
-        )
     if before is not None:
         query = query.where(table.c.id < before)
-    query = query.order_by(table.c.id.desc()).limit(limit)
+    queries = [query]
+    if subjects is not None:
+        # One query per chunk of LIKE terms (SQLite parses a long OR chain into a
+        # tree deeper than it allows), merged newest first below.
+        named = (*subjects.session_ids, *subjects.pump_serials)
+        chunks = [named[i : i + LIKE_CHUNK] for i in range(0, len(named), LIKE_CHUNK)] or [()]
+        queries = [
+            query.where(
+                or_(
+                    table.c.target.in_(subjects.values()),
+                    *(table.c.detail.like(_like_text(value), escape="\\") for value in chunk),
+                )
+                if subjects.values()
+                else false()
+            )
+            for chunk in chunks
+        ]
+    found: dict[int, Any] = {}
     with app_state(request).engine.connect() as connection:
-        rows = list(connection.execute(query))
+        for each in queries:
+            for row in connection.execute(each.order_by(table.c.id.desc()).limit(limit)):
+                found[int(row[0])] = row
+    rows = [found[key] for key in sorted(found, reverse=True)[:limit]]
     entries = []
     for entry_id, at, who, action, tgt, detail in rows:
         try:
