@@ -295,7 +295,7 @@ def record_view(
     filters: Mapping[str, object] | None = None,
     **shown: object,
 ) -> None:
-    """Record a view of patient data (docs/web.md "Audit"): who, from where, what was shown.
+    """Record a view of patient data (docs/web.md "What is recorded"): who, from where, what was shown.
 
     The detail holds the route template, the client address, the filters with
     their values (`filters`; never a patient ID: a patient filter is recorded as

@@ -1,4 +1,4 @@
-"""What the audit page's patient-or-pump filter stands for (docs/web.md "The audit log").
+"""What the audit page's patient-or-pump filter stands for (docs/web.md "What is recorded").
 
 An auditor types a patient ID, a pump serial or a session ID; the audit log
 never holds a patient ID, so the text is resolved here to what entries do hold:
