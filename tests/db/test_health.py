@@ -92,7 +92,7 @@ def test_damage_is_told_from_an_outage_by_the_sqlite_result_code(tmp_path: Path)
     assert is_damage(raised.value)
     assert safe_error_text(raised.value) == "DatabaseError: database disk image is malformed"
     busy = sqlite3.OperationalError("database is locked")
-    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
     assert not is_damage(busy)
     assert not is_damage(RuntimeError("file is not a database"))  # not from SQLite
     assert is_damage(sqlite3.DatabaseError("file is not a database"))
