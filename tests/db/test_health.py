@@ -197,6 +197,7 @@ READ_ONLY = [
     ("evidence", "--json"),
     ("db", "current"),
     ("db", "check"),
+    ("user", "list"),
 ]
 
 
