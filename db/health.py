@@ -52,7 +52,8 @@ MAX_PROBLEMS = 20
 # The table of imported files and a missing migration: what `require_tables` looks for.
 PUMPTRAIL_TABLES = frozenset({"alembic_version", "raw_files", "audit_log"})
 
-CheckKind = Literal["quick_check", "integrity_check", "connect"]
+# What found the result: a check, or ("in_use") an error while importing or reading.
+CheckKind = Literal["quick_check", "integrity_check", "connect", "in_use"]
 
 
 class DatabaseMissing(PumptrailError):

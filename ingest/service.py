@@ -240,10 +240,10 @@ class Service:
         damage = exc if isinstance(exc, DatabaseDamaged) else self._damage_error(exc)
         if damage.report is not None:
             self.health = damage.report
-        elif self.health is None or self.health.ok:
+        else:
             self.health = HealthReport(
                 safe_url_text(self.config.db_url),
-                self.health.check if self.health is not None else "quick_check",
+                "in_use",
                 ok=False,
                 problems=(safe_error_text(exc),),
             )

@@ -100,6 +100,7 @@ def test_damage_found_by_an_import_leaves_the_file_and_stops(
     (line,) = damaged_lines(caplog)
     assert "database disk image is malformed" in line
     assert service.health is not None and not service.health.ok
+    assert service.health.check == "in_use"
     service.poll_job()  # stopped: nothing more is tried
     assert waiting.exists()
 
