@@ -1,17 +1,22 @@
 """`pumptrail audit verify` and `pumptrail audit show`: the hash-chained audit log (db/audit.py).
 
-`audit verify [--head ID:HASH]` walks the chain from the first entry. Intact, it
-prints how many entries there are and the head (`ID:HASH`), which an auditor
-writes down and passes as `--head` next time: entries deleted from the end are
-then noticed too. Broken, it names the first broken entry and what is wrong there,
-and exits 1.
+`audit verify [--head ID:HASH]` first runs the database's integrity check
+(`db.health`), then walks the chain from the first entry. Intact, it prints how
+many entries there are and the head (`ID:HASH`), which an auditor writes down and
+passes as `--head` next time: entries deleted from the end are then noticed too.
+Broken, it names the first broken entry and what is wrong there, and exits 1.
+Either line ends with the database and data folder it checked.
 
 `audit show [--action A] [--actor U] [--since DATE] [--target T] [--limit N]
 [--json]` lists entries, oldest first (with `--limit`, the newest N). Entries
 hold no patient identifiers, so nothing is masked.
 
-Exit status 0; 1 when the chain is broken; 2 when `--head`, `--limit`, the
-settings or the database cannot be used.
+Both refuse a database that does not exist (nothing is created) or holds no
+pumptrail tables (docs/auditing.md).
+
+Exit status (docs/auditing.md): 0 intact; 1 the chain is broken; 2 cannot check:
+`--head`, `--limit` or the settings cannot be used, the database is missing or
+damaged, or the check failed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 
 from pumptrail.commands import set_handler
-from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    add_database_arguments,
+    checked,
+    checking,
+    open_existing,
+    resolve,
+)
 from pumptrail.errors import CommandError
 
 if TYPE_CHECKING:
@@ -73,20 +84,26 @@ def run_verify(args: argparse.Namespace) -> int:
         head = None if args.head is None else audit.parse_head(args.head)
     except ValueError as exc:
         raise CommandError(f"--head: {exc}") from exc
-    engine = open_from_settings(resolve(args))
-    try:
-        with engine.connect() as connection:
-            broken = audit.verify(connection, head=head)
-            current = audit.current_head(connection)
-    finally:
-        engine.dispose()
+    resolved = resolve(args)
+    where = checked(resolved)
+    with checking(resolved, what="the audit log"):
+        engine = open_existing(resolved, check=True)
+        try:
+            with engine.connect() as connection:
+                broken = audit.verify(connection, head=head)
+                current = audit.current_head(connection)
+        finally:
+            engine.dispose()
     if broken is not None:
-        print(f"audit log broken at entry {broken.entry_id}: {broken.problem}: {broken.message}")
+        print(
+            f"audit log broken at entry {broken.entry_id}: {broken.problem}: {broken.message} "
+            f"({where})"
+        )
         return 1
     if current is None:
-        print("audit log intact: no entries yet")
+        print(f"audit log intact: no entries yet ({where})")
     else:
-        print(f"audit log intact: {current.count} entries; head {current}")
+        print(f"audit log intact: {current.count} entries; head {current} ({where})")
     return 0
 
 
@@ -95,7 +112,8 @@ def run_show(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise CommandError("--limit must not be negative")
-    engine = open_from_settings(resolve(args))
+    resolved = resolve(args)
+    engine = open_existing(resolved)
     filters = audit.AuditFilter(
         action=args.action,
         actor=args.actor,
@@ -104,14 +122,14 @@ def run_show(args: argparse.Namespace) -> int:
         limit=args.limit or None,
     )
     try:
-        with engine.connect() as connection:
+        with checking(resolved), engine.connect() as connection:
             entries = audit.show(connection, filters)
     finally:
         engine.dispose()
     for entry in entries:
         print(entry_json(entry) if args.json else entry_line(entry))
     if not entries and not args.json:
-        print("no audit entries")
+        print(f"no audit entries ({checked(resolved)})")
     return 0
 
 

@@ -4,7 +4,8 @@ Runs in the foreground until SIGTERM or SIGINT (systemd's stop, Ctrl-C): the
 file being imported is finished and moved, then the process exits 0. Log lines
 go to standard error as structured `key=value` lines (journald keeps them).
 Exit status 2 when the settings, the folders or the database schema cannot be
-used; a database that is merely unreachable is retried with back-off.
+used; 3 when the database is damaged (docs/operations.md "Database health"); a
+database that is merely unreachable is retried with back-off.
 The service (`ingest.service`) gets its settings as a typed `ServiceConfig`
 built here (`service_config`). See docs/operations.md.
 """
