@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "evidence",
     "db",
     "run",
+    "status",
     "receive",
     "due",
     "serve",
