@@ -123,6 +123,7 @@ def audit_page(request: Request, *, user: Annotated[User, Depends(require("audit
         audit.USER_ADD,
         audit.USER_CHANGE,
         audit.REQUEUE,
+        audit.DISMISS,
         audit.IMPORT,
         audit.QUARANTINE,
         audit.REPLAY_VERIFY,
