@@ -160,6 +160,9 @@ def _copy_in(path: Path, folder: Path, target: Path, digest: str | None, *, dura
     """Another filesystem, or no hard links: copy, fsync, then publish without overwriting."""
     temp = folder / f".{target.name}.{os.getpid()}.part"
     _copy(path, temp, exclusive=False)
+    source = os.stat(path)
+    # The copy keeps the mtime: a quarantined file is "changed" only when its writer went on.
+    os.utime(temp, ns=(source.st_atime_ns, source.st_mtime_ns))
     if durable:
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -423,7 +426,12 @@ class QuarantinedFile:
         if not isinstance(size, int) or not isinstance(mtime_ns, int):
             return False
         now_size, now_mtime = _size_and_mtime(self.path)
-        return now_size is not None and (now_size, now_mtime) != (size, mtime_ns)
+        if now_size is None or (now_size, now_mtime) == (size, mtime_ns):
+            return False
+        if now_size == size and self.sha256:
+            # Only the mtime moved (a copy, a touch): changed only if the bytes did.
+            return file_sha256(self.path) != self.sha256
+        return True
 
     def same_outcome_expected(self) -> bool:
         """Whether re-queueing would decode the same bytes with the same parser version."""

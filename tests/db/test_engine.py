@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 import os
+import sqlite3
 import stat
 from datetime import datetime
 from pathlib import Path
@@ -94,8 +94,7 @@ def test_sqlite_database_and_its_wal_files_are_private_whatever_the_umask(
             with engine.connect() as connection:
                 connection.exec_driver_sql("SELECT * FROM t")
                 modes = {
-                    p.name: stat.S_IMODE(p.stat().st_mode)
-                    for p in (tmp_path / "data").iterdir()
+                    p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data").iterdir()
                 }
         finally:
             engine.dispose()
