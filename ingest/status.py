@@ -106,13 +106,16 @@ def health(
     now: float,
 ) -> dict[str, Any]:
     """The service's health as `pumptrail status` prints it (`--json`: this mapping)."""
-    status = read_status(status_path(data_dir))
+    path = status_path(data_dir)
+    status = read_status(path)
     last_poll = None if status is None else _parse_utc(status.get("last_poll_utc"))
     stale_after = max(STALE_MIN_SECONDS, STALE_POLLS * poll_seconds)
     attention_files = [] if status is None else list(status.get("needing_attention") or [])
     database_check = None if status is None else status.get("database_check")
     problems: list[str] = []
-    if last_poll is None:
+    if status is None and os.path.lexists(path):
+        problems.append(f"cannot read {path} (run as the service's user)")
+    elif last_poll is None:
         problems.append("the service has not polled the inbox (not running?)")
     elif now - last_poll > stale_after:
         problems.append(f"the service's last poll was {round(now - last_poll)} s ago")
