@@ -68,7 +68,8 @@ EPILOG = """\
 exit status:
   0    done, nothing wrong found
   1    the command's work found a problem: a refused file, a difference on replay,
-       a broken audit chain, an account that cannot be changed, a failed transfer
+       a broken audit chain, an account that cannot be changed, a failed transfer,
+       a service needing attention (status)
   2    the command line, settings, rules, folders or database cannot be used
   130  interrupted (Ctrl-C)
   141  standard output was closed early (e.g. `pumptrail audit show | head`)
