@@ -4,7 +4,9 @@ One process, one `BackgroundScheduler`, these jobs:
 
 - **poll** every `poll_seconds` (`max_instances=1`, `coalesce`: a long backfill
   is never run twice at once, and missed ticks collapse into one): the inbox
-  watcher (`ingest.watch`) imports what is ready and archives or quarantines it.
+  watcher (`ingest.watch`) imports what is ready and archives or quarantines it;
+  then the status file `<data_dir>/service-status.json` is rewritten
+  (`ingest.status`, read by `pumptrail status`).
 - **refills due** once at start, then daily: the refill-due report
   (`ingest.due`) logged as one summary line and one line per pump, overdue ones
   at WARNING level.
@@ -13,6 +15,9 @@ One process, one `BackgroundScheduler`, these jobs:
   inbox under a temporary name, then its final one, where the poll job picks
   it up. A port that is missing or taken is logged and tried again every
   `SERIAL_RETRY_SECONDS`; the service keeps polling meanwhile.
+
+The folders the service creates (data_dir, inbox, archive, quarantine) are
+0700 whatever the umask; folders that exist are left as they are.
 
 The database is opened lazily and kept: a database that is down at start is
 retried with back-off like one that goes down later (`ingest.watch`), while one
@@ -43,6 +48,7 @@ waiting for running jobs, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -68,9 +74,11 @@ from db.health import (
 )
 from db.migrate import SchemaError, open_database
 from evidence import Rules
+from ingest.durable import make_private_dir
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer, ImportResult
 from ingest.rawstore import AUTO, open_raw_store
+from ingest.status import status_path, write_status
 from ingest.watch import InboxWatcher, error_text, is_transient
 from parsers.errors import PumptrailError
 
@@ -112,12 +120,16 @@ class ServiceConfig:
     raw_store_mode: str = AUTO
     poll_seconds: float = 2.0
     settle_seconds: float = 2.0
+    truncated_grace_seconds: float = 120.0
+    unreadable_grace_seconds: float = 600.0
     retry_max_seconds: float = 60.0
     outage_log_seconds: float = 60.0
     due_within_days: int = 14
     # Empty: no serial receiver.
     serial_port: str = ""
     serial_baud: int = 115200
+    # Where the status file goes (`ingest.status`); None: no status file.
+    data_dir: Path | None = None
 
 
 class CheckedImporter(Importer):
@@ -172,12 +184,15 @@ class Service:
         self._due_retrying = False
         # The newest database check (None until the database was first opened).
         self.health: HealthReport | None = None
+        self._status_failed = False
         self.watcher = InboxWatcher(
             inbox=config.inbox,
             archive=config.archive,
             quarantine=config.quarantine,
             connect=self.importer,
             settle_seconds=config.settle_seconds,
+            truncated_grace_seconds=config.truncated_grace_seconds,
+            unreadable_grace_seconds=config.unreadable_grace_seconds,
             retry_initial_seconds=max(config.poll_seconds, 0.1),
             retry_max_seconds=config.retry_max_seconds,
             outage_log_seconds=config.outage_log_seconds,
@@ -273,6 +288,29 @@ class Service:
                 self._damaged(exc)
                 return
             log_event(log, "poll_failed", level=logging.ERROR, error=safe_error_text(exc))
+        self.write_status()
+
+    def write_status(self) -> None:
+        """Write the status file `pumptrail status` reads (`ingest.status`); a failure
+        is logged once until a write succeeds again."""
+        if self.config.data_dir is None:
+            return
+        status = {
+            **self.watcher.status(),
+            "pid": os.getpid(),
+            "poll_seconds": self.config.poll_seconds,
+            "database_check": None if self.health is None else self.health.as_dict(),
+        }
+        try:
+            write_status(status_path(self.config.data_dir), status)
+        except OSError as exc:
+            if not self._status_failed:
+                log_event(
+                    log, "status_file_failed", level=logging.WARNING, error=safe_error_text(exc)
+                )
+            self._status_failed = True
+        else:
+            self._status_failed = False
 
     def health_job(self) -> None:
         """The daily full check (`integrity_check`); damage stops the service."""
@@ -428,9 +466,12 @@ class Service:
         is left to the poll job's back-off.
         """
         self.check_folders()
-        for folder in (self.config.inbox, self.config.archive, self.config.quarantine):
+        folders = [self.config.inbox, self.config.archive, self.config.quarantine]
+        if self.config.data_dir is not None:
+            folders.insert(0, self.config.data_dir)
+        for folder in folders:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
             except OSError as exc:
                 raise ServiceError(f"cannot create folder {folder}: {exc.strerror}") from exc
         try:
