@@ -137,8 +137,8 @@ class CheckedImporter(Importer):
     damaged raises DatabaseDamaged instead of returning a failed result, so the
     watcher neither quarantines the file nor moves on to the next one."""
 
-    def import_path(self, path: Path, *, name: str | None = None) -> ImportResult:
-        result = super().import_path(path, name=name)
+    def import_bytes(self, data: bytes, name: str, *, group_commit: bool = False) -> ImportResult:
+        result = super().import_bytes(data, name, group_commit=group_commit)
         failure = result.exception
         if result.outcome == "failed" and failure is not None and is_damage(failure):
             raise DatabaseDamaged(

@@ -56,7 +56,8 @@ def test_the_service_writes_a_private_status_file_each_poll(tmp_path: Path) -> N
     assert written["version"] == service_status.STATUS_VERSION
     assert written["files_waiting"] == 1
     assert written["needing_attention"] == []
-    assert written["database_check"] is None
+    assert written["database_check"]["ok"] is True
+    assert written["database_check"]["check"] == "quick_check"
     assert written["pid"] == os.getpid()
     assert (
         abs(
@@ -85,12 +86,12 @@ def test_status_is_ok_after_a_fresh_poll_and_counts_the_inbox(
     assert report["files_waiting"] == 1
     assert report["files_needing_attention"] == []
     assert report["last_audit_checkpoint"] is None
-    assert report["database_check"] is None
+    assert report["database_check"]["ok"] is True
     assert cli.main(["status", "--data-dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert text.startswith("status: ok\n")
     assert "files waiting in the inbox: 1" in text
-    assert "database check: not run" in text
+    assert "database check: ok" in text
 
 
 def test_status_needs_attention_without_a_service(
