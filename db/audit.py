@@ -69,6 +69,10 @@ REQUEUE: Final = "requeue"
 
 SYSTEM_ACTOR: Final = "system"
 
+# Key in the pooled connection's `info`: (id, hash) of the newest entry this
+# transaction appended, for the checkpoint written after its commit (db.checkpoints).
+PENDING_HEAD_KEY: Final = "pumptrail_audit_pending_head"
+
 _ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
 # Keys a detail must never carry: they name patient data (or file names, which may).
 FORBIDDEN_DETAIL_KEYS: Final = frozenset(
@@ -323,6 +327,7 @@ def append(
             "entry_hash": entry_hash,
         },
     )
+    connection.info[PENDING_HEAD_KEY] = (entry_id, entry_hash)
     return AuditEntry(
         entry_id, at, actor, action, target, json.loads(stored_detail), prev_hash, entry_hash
     )
