@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench.bench_backfill",
     "bench.bench_web",
     "bench.bench_replay",
+    "bench.bench_cli",
 )
 
 

@@ -1,4 +1,4 @@
-"""Backfill throughput of `pumptrail run`: a full inbox imported and archived (issue item 7).
+"""Backfill throughput of `pumptrail run`: a full inbox imported and archived.
 
 10,000 realistic synthetic exports (1,000 with `--quick`), binary and CSV
 alternately, 40-80 records each, one session per pump, are put in the inbox of an

@@ -1,4 +1,4 @@
-"""Decode throughput of the binary and CSV decoders (issue: parsers, item 7).
+"""Decode throughput of the binary and CSV decoders (docs/formats.md §8.2).
 
 Corpus: 10,000 realistic synthetic sessions (40-80 records each) from
 `fixtures.scenarios.realistic_scenario`, written by the fixture builder in both
@@ -107,7 +107,7 @@ def main(*, quick: bool = False) -> None:
     binary_mb_s = sum(map(len, binaries)) / 1e6 / binary
     floor_mb_s = sum(map(len, binaries)) / 1e6 / floor
     csv_mb_s = sum(map(len, csvs)) / 1e6 / csv
-    # The issue's two forms of one target: 20 MB/s was 7x the floor's time on its corpus
+    # Two forms of one target: 20 MB/s is 7x the floor's time on the reference corpus
     # (floor 135 MB/s). Both verdicts are printed; on a corpus of smaller records
     # (a lower floor in MB/s) the ratio is the one that compares like with like.
     print(

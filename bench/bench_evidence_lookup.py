@@ -1,4 +1,4 @@
-"""Evidence for one session in a database of 1,000,000 sessions (issue 3 item 7).
+"""Evidence for one session in a database of 1,000,000 sessions.
 
 Setup, kept fast: 100 pumps x 10 realistic visits go through the real import
 pipeline (real documents and evidence); the rest of the million sessions (10 per

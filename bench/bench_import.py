@@ -1,4 +1,4 @@
-"""Bulk import throughput into SQLite and PostgreSQL, in sessions/s (issue 3 item 7).
+"""Bulk import throughput into SQLite and PostgreSQL, in sessions/s.
 
 Corpus: pumps of 10 consecutive realistic visits each (40-80 records per session,
 `fixtures.scenarios`), as binary exports in memory. Warm start: the database is

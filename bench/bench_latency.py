@@ -1,4 +1,4 @@
-"""Drop-to-evidence latency of `pumptrail run`, default settings (issue "run unattended", item 7).
+"""Drop-to-evidence latency of `pumptrail run`, default settings.
 
 `pumptrail run` is started on an empty temporary data folder with the default
 settings (poll every 2 s, a file ready when 2 s old and unchanged between two

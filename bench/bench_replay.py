@@ -1,4 +1,4 @@
-"""Replay throughput against decoding the same raw files (issue 6 item 6).
+"""Replay throughput against decoding the same raw files (docs/auditing.md).
 
 Corpus: 10,000 sessions (1,000 with --quick), the import benchmark's pumps of 10
 realistic visits each (`bench.bench_import.corpus`: refills, dose changes,

@@ -1,4 +1,4 @@
-"""Web view response times with 1,000,000 sessions in SQLite (issue "web view" item 8).
+"""Web view response times with 1,000,000 sessions in SQLite (docs/web.md).
 
 The database: 50,000 pumps of 20 sessions each (100,000 sessions with `--quick`).
 Twelve pump histories of 20 realistic visits are imported through the real
@@ -42,12 +42,14 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from db.code_index import sync_codes
 from db.engine import write_transaction
 from db.migrate import open_database
 from db.queries import evidence_document_text
 from tests.web.support import PASSWORD, build_database, csrf_of
 from web.app import create_app
-from web.queries import bare_list_query, sync_codes
+from web.context import WebConfig
+from web.queries import bare_list_query
 from web.users import add_user, find_user
 
 TARGET_P95_MS = 200.0
@@ -250,7 +252,9 @@ def measure(path: Path, facts: dict[str, Any], *, quick: bool) -> None:
     with write_transaction(engine) as connection:
         if find_user(connection, "bench") is None:
             add_user(connection, "bench", "coder", PASSWORD)
-    app = create_app(url, data_dir=path.parent, sync_codes_seconds=None, engine=engine)
+    app = create_app(
+        WebConfig.for_database(url, data_dir=path.parent, sync_codes_seconds=None), engine=engine
+    )
     rng = random.Random(3)
     repeat = 60 if quick else 200
     with TestClient(app) as client:

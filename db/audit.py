@@ -1,4 +1,4 @@
-"""The audit log: an append-only, hash-chained table of who did what (issue 6 item 3).
+"""The audit log: an append-only, hash-chained table of who did what (docs/auditing.md).
 
 Imports, quarantines, replays, evidence views and exports, logins and user changes
 each append one entry. Every entry carries the SHA-256 of the entry before it

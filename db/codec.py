@@ -1,16 +1,16 @@
 """A `Session` to stored rows and back.
 
-Storing: the session's normalized document (session-json.md, `parsers.session_json`)
+Storing: the session's normalized document (docs/session-json.md, `parsers.session_json`)
 goes into `sessions.document`, its snapshots and events into `setting_values` and
 `events` rows, with what the document leaves out (each event's byte offset or CSV
 line, the raw pump-clock times) in their own columns.
 
 Loading: evidence is re-derived from stored sessions without re-decoding the raw
-files (issue 3 item 3), so a `parsers.model.Session` is rebuilt from the document.
+files, so a `parsers.model.Session` is rebuilt from the document.
 Parameter values get their Python types back from the parameter table
-(psl-binary-v1.md §4): DATE `YYYY-MM-DD` to `date`, FLEX_STEP objects to
+(docs/formats.md §4): DATE `YYYY-MM-DD` to `date`, FLEX_STEP objects to
 `FlexStep`, enumeration words stay words. Local instants are UTC plus the session's
-offset (psl-binary-v1.md §1). Without the event rows a rebuilt session has no file
+offset (docs/formats.md §1). Without the event rows a rebuilt session has no file
 positions; with them it equals the decoded session.
 """
 
@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from parsers.errors import PumptrailError
 from parsers.model import (
     AlarmEvent,
     BolusEvent,
@@ -51,8 +52,9 @@ from parsers.params import (
 NO_POSITION = Position("offset", 0)
 
 
-class StoredDocumentError(ValueError):
-    """A stored document that does not have the shape session-json.md gives it."""
+class StoredDocumentError(PumptrailError, ValueError):
+    """Raised when a stored document, rebuilt into a `Session`, lacks a field or has one
+    of the wrong shape (docs/session-json.md)."""
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -80,7 +82,7 @@ class StoredEvent:
 
 
 def has_refill(session: Session) -> bool:
-    """At least one REFILL record (coding-rules.md §7.11 starts from the latest one)."""
+    """At least one REFILL record (docs/coding-rules.md §7.11 starts from the latest one)."""
     return any(isinstance(event, RefillEvent) for event in session.events)
 
 
@@ -157,7 +159,7 @@ def _fail(what: str, found: object) -> StoredDocumentError:
 
 
 def _instant(text: object, what: str) -> datetime | None:
-    """ISO 8601 UTC `...Z` (session-json.md "Values") to a naive UTC datetime."""
+    """ISO 8601 UTC `...Z` (docs/session-json.md "Values") to a naive UTC datetime."""
     if text is None:
         return None
     if not isinstance(text, str) or not text.endswith("Z"):
@@ -325,7 +327,7 @@ def _event(
         if stored is not None:
             pump_clock = stored.pump_clock_local
         elif occurred_local is not None and clock_offset is not None:
-            # psl-binary-v1.md §5: corrected = pump clock - offset.
+            # docs/formats.md §5: corrected = pump clock - offset.
             pump_clock = occurred_local + timedelta(seconds=clock_offset)
         else:
             pump_clock = None

@@ -1,22 +1,25 @@
-"""The latest stored session of every pump: what the refill-due report reads.
+"""The refill-due report's database side: the latest stored session of every pump.
 
-A pump's latest session is the last of its chain (coding-rules.md §7.5: session
-start UTC, then session ID). Its stored document (session-json.md) holds the
-interrogated state and the phase-1 entries, whose overlay is the end state that
-carries the programmed `low_reservoir_alarm_date` and `refill_date`
-(psl-binary-v1.md §4, category `schedule`). The due arithmetic is not here
-(`ingest.due`); this module only fetches, one row per pump, in one query.
+A pump's latest session is the last of its chain (docs/coding-rules.md §7.5:
+session start UTC, then session ID). Its stored document (docs/session-json.md)
+holds the interrogated state and the phase-1 entries, whose overlay is the end
+state that carries the programmed `low_reservoir_alarm_date` and `refill_date`
+(docs/formats.md §4, category `schedule`). `latest_sessions`
+fetches them, one row per pump, in one query; the rule that decides which pumps
+are due and in what order is `evidence.due`; `due_report` joins the two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
 from db.models import pumps, sessions
+from evidence.due import RefillDue, refills_due
+from evidence.rules import Rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +70,10 @@ def latest_sessions(connection: Connection) -> list[LatestSession]:
         .order_by(pumps.c.serial)
     )
     return [LatestSession(*row) for row in rows]
+
+
+def due_report(engine: Engine, *, today: date, within_days: int, rules: Rules) -> list[RefillDue]:
+    """The refill-due report of the database, as of `today` (the clinic's local date)."""
+    with engine.connect() as connection:
+        latest = latest_sessions(connection)
+    return refills_due(latest, today=today, within_days=within_days, rules=rules)

@@ -1,4 +1,4 @@
-"""Database URLs and engines: SQLite by default, PostgreSQL by URL (issue 3 item 1).
+"""Database URLs and engines: SQLite by default, PostgreSQL by URL.
 
 The database is chosen by the `db` setting (`--db URL` or `PUMPTRAIL_DB`). A URL
 without a scheme is a SQLite file path. `postgresql://` and `postgres://` URLs use
@@ -41,6 +41,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from parsers.errors import PumptrailError
+
 # Milliseconds a SQLite connection waits for another writer before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -62,8 +64,9 @@ GROUP_COMMIT_OPTION = "pumptrail_group_commit"
 _SYNCHRONOUS_KEY = "pumptrail_synchronous"
 
 
-class DatabaseUrlError(ValueError):
-    """A `db` setting that is not a usable database URL."""
+class DatabaseUrlError(PumptrailError, ValueError):
+    """Raised when a `db` setting is empty, not a database URL, or names a backend
+    other than SQLite or PostgreSQL."""
 
 
 def normalize_url(url: str) -> URL:

@@ -4,21 +4,30 @@
 opens the database with `open_database`, which upgrades an *empty* database by
 itself (a first run just works) but refuses one at an older revision: upgrading a
 clinic's data is an explicit step, `pumptrail db upgrade`, taken after a backup.
+
+Opening a database that is already at the newest revision costs one query: the
+revision row is compared with the head read from the migration files'
+`revision` / `down_revision` lines (`packaged_head`). Alembic itself is imported
+only to set up, upgrade or explain a database that is not at the head.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.engine import make_engine, safe_url_text, write_transaction
+from parsers.errors import PumptrailError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +36,19 @@ ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
 VERSION_TABLE = "alembic_version"
 
 
-class SchemaError(Exception):
-    """The database is not at the revision this pumptrail needs; says what to run."""
+class SchemaError(PumptrailError):
+    """Raised when the database is not at the revision this pumptrail needs.
+
+    An older revision (run `pumptrail db upgrade` after a backup), a newer one
+    (upgrade pumptrail), tables without a pumptrail revision, or no packaged
+    migrations; the message says what to run.
+    """
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """The packaged Alembic configuration, optionally bound to an open connection."""
+    from alembic.config import Config
+
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -42,6 +58,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this pumptrail knows."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships revisions
         raise SchemaError("no migrations packaged")
@@ -49,12 +67,16 @@ def head_revision() -> str:
 
 
 def known_revisions() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     return frozenset(rev.revision for rev in script.walk_revisions())
 
 
 def current_revision(engine: Engine) -> str | None:
     """The database's revision; None for a database never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -81,6 +103,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
     advisory lock; SQLite: the write lock), and reads the revision under it, so a
     second process that raced here finds the work done.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
@@ -99,6 +124,49 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
     if after is None:  # pragma: no cover - upgrade always stamps
         raise SchemaError("upgrade left no revision")
     return after
+
+
+_REVISION_LINE = re.compile(
+    r'^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:"([^"]*)"|\'([^\']*)\'|(None))\s*$',
+    re.MULTILINE,
+)
+
+
+@functools.cache
+def packaged_head() -> str | None:
+    """The newest revision, from the migration files' plain `revision = "..."` lines.
+
+    None when a file does not state both lines as plain strings (a merge or a
+    branch): then only Alembic's own reading (`head_revision`) tells.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = {m[1]: m[2] or m[3] for m in _REVISION_LINE.finditer(path.read_text("utf-8"))}
+        if path.name == "__init__.py" and not found:
+            continue
+        if "revision" not in found or "down_revision" not in found or not found["revision"]:
+            return None
+        revisions.add(found["revision"])
+        if found["down_revision"]:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def at_packaged_head(engine: Engine) -> bool:
+    """True when the database's one revision row is `packaged_head()` (one query)."""
+    head = packaged_head()
+    if head is None:
+        return False
+    with engine.connect() as connection:
+        try:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        except SQLAlchemyError:
+            # No version table (an empty database) or no permission: the full check says.
+            connection.rollback()
+            return False
+    return [row[0] for row in rows] == [head]
 
 
 def check_revision(engine: Engine) -> None:
@@ -127,6 +195,8 @@ def open_database(url: str, *, upgrade_empty: bool = True) -> Engine:
     """An engine on the database at the newest revision; an empty one is set up first."""
     engine = make_engine(url)
     try:
+        if at_packaged_head(engine):
+            return engine
         if upgrade_empty and is_empty(engine):
             upgrade(engine)
         check_revision(engine)

@@ -1,6 +1,6 @@
 """The stored tables: pumps, sessions, settings snapshots, events, raw files, evidence.
 
-SQLAlchemy 2.0 declarative models (issue 3 item 1); the Alembic migrations in
+SQLAlchemy 2.0 declarative models; the Alembic migrations in
 `db/migrations/versions` create exactly these tables, and a test compares the
 two. Bulk rows (settings, events, evidence flags) are written with Core
 `insert()` executemany, not through the ORM unit of work.
@@ -8,7 +8,7 @@ two. Bulk rows (settings, events, evidence flags) are written with Core
 What lives where:
 
 - `sessions` holds one row per session ID however many exports of it arrived
-  (coding-rules.md §7.16), with the normalized document (session-json.md) of the
+  (docs/coding-rules.md §7.16), with the normalized document (docs/session-json.md) of the
   export in use, plus the columns a list of 1,000,000 sessions filters on:
   start (UTC), pump, patient ID, and through `evidence` the default-profile
   procedure and the flags. `(pump_id, session_start_utc, session_id)` is the
@@ -57,7 +57,7 @@ NAMING_CONVENTION = {
 }
 
 # Field widths: ASCII header fields are 12 bytes, text fields at most 64 bytes of
-# UTF-8 (psl-binary-v1.md §2.1, §2.3); a little room is left above each.
+# UTF-8 (docs/formats.md §2.1, §2.3); a little room is left above each.
 SERIAL_LEN = 32
 TEXT_LEN = 64
 SHA256_LEN = 64
@@ -70,7 +70,7 @@ class Base(DeclarativeBase):
 
 
 class PumpRow(Base):
-    """One implanted pump, by serial: the key of the chain (coding-rules.md §7.5)."""
+    """One implanted pump, by serial: the key of the chain (docs/coding-rules.md §7.5)."""
 
     __tablename__ = "pumps"
 
@@ -80,7 +80,7 @@ class PumpRow(Base):
 
 
 class SessionRow(Base):
-    """One programming session, stored once per session ID (coding-rules.md §7.16)."""
+    """One programming session, stored once per session ID (docs/coding-rules.md §7.16)."""
 
     __tablename__ = "sessions"
 
@@ -133,7 +133,7 @@ class SettingValueRow(Base):
     )
     phase: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     param: Mapped[str] = mapped_column(String(SERIAL_LEN), primary_key=True)
-    # The value as session-json.md writes it (JSON text).
+    # The value as docs/session-json.md writes it (JSON text).
     value: Mapped[str] = mapped_column(Text)
 
 
@@ -151,9 +151,9 @@ class EventRow(Base):
     # Where the event sits in the export in use: "offset" (binary) or "line" (CSV).
     position_kind: Mapped[str] = mapped_column(String(8))
     position_value: Mapped[int] = mapped_column(Integer)
-    # An alarm's time on the pump's own clock, as logged (psl-binary-v1.md §5).
+    # An alarm's time on the pump's own clock, as logged (docs/formats.md §5).
     pump_clock_local: Mapped[datetime | None] = mapped_column(DateTime)
-    # The event as session-json.md writes it (JSON text).
+    # The event as docs/session-json.md writes it (JSON text).
     data: Mapped[str] = mapped_column(Text)
 
 
@@ -181,7 +181,7 @@ class RawFileRow(Base):
 
 
 class EvidenceRow(Base):
-    """The evidence document of one session (session-json.md "Evidence")."""
+    """The evidence document of one session (docs/session-json.md "Evidence")."""
 
     __tablename__ = "evidence"
 

@@ -1,6 +1,6 @@
 """Queries of the stored chain: prior session, history window, later sessions, evidence.
 
-The chain of a pump (coding-rules.md §7.5): same pump serial, ordered by session
+The chain of a pump (docs/coding-rules.md §7.5): same pump serial, ordered by session
 start (UTC) then session ID; the prior session of a session is the latest one of
 its pump that starts strictly earlier, whatever order the files were imported in.
 Every chain query walks the composite index `(pump_id, session_start_utc,
@@ -414,7 +414,7 @@ def replace_evidence(
 
 
 def evidence_query(*, session_id: str | None = None, pump_serial: str | None = None) -> Select[Any]:
-    """Stored evidence documents, ordered by pump serial then session start (session-json.md)."""
+    """Stored evidence documents, ordered by pump serial then session start (docs/session-json.md)."""
     query = (
         select(evidence.c.document, sessions.c.session_id)
         .select_from(
@@ -434,7 +434,7 @@ def evidence_query(*, session_id: str | None = None, pump_serial: str | None = N
 def evidence_documents(
     connection: Connection, *, session_id: str | None = None, pump_serial: str | None = None
 ) -> list[str]:
-    """The stored evidence JSON texts matching the filters, in session-json.md order."""
+    """The stored evidence JSON texts matching the filters, in docs/session-json.md order."""
     rows = connection.execute(evidence_query(session_id=session_id, pump_serial=pump_serial))
     return [row[0] for row in rows]
 

@@ -6,13 +6,13 @@
   session cookie names the version it was issued under, so bumping it ends every
   session of that account at once (the cookie itself is stateless).
 - `evidence_codes`: the CPT code of each stored session under every payer profile
-  (coding-rules.md §3), copied from the evidence document so the session list can
+  (docs/coding-rules.md §3), copied from the evidence document so the session list can
   filter by "code under profile P" through an index. `evidence.procedure` already
   holds the default profile's code; this table holds all of them. Its rows hang
   off the `evidence` row (ON DELETE CASCADE): storing evidence again
   (`db.queries.replace_evidence` deletes, then inserts) drops them, so a row can
-  be missing but never stale. `web.queries.index_codes` writes the rows of one
-  session, `web.queries.sync_codes` fills in missing ones.
+  be missing but never stale. `db.code_index.index_codes` writes the rows of one
+  session, `db.code_index.sync_codes` fills in missing ones.
 
 The models sit on `db.models.Base` metadata, so the model-versus-migration
 comparison sees them once this module is imported.

@@ -31,6 +31,7 @@ from tests.web.support import (  # noqa: E402
     chromium_missing,
 )
 from web.app import create_app  # noqa: E402
+from web.context import WebConfig  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 WIDTH = 1360
@@ -55,7 +56,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pumptrail-shots-") as tmp:
         data = build_database(Path(tmp) / "data", seeds=(7,), visits=8)
         add_account(data.url, "coder.demo", "coder")
-        app = create_app(data.url, data_dir=data.root, sync_codes_seconds=0, version="demo")
+        app = create_app(
+            WebConfig.for_database(
+                data.url, data_dir=data.root, sync_codes_seconds=0, version="demo"
+            )
+        )
         serial, sessions = next(iter(data.pumps.items()))
         # The last visit: a refill and a dose change, evidence under every profile.
         session_id = sessions[-1]

@@ -1,6 +1,6 @@
 """The evidence room: diff, classify, code per profile, refill arithmetic, checklist, drug units.
 
-Pure functions of a pump's chain of decoded `Session`s (coding-rules.md §3-§7); no
+Pure functions of a pump's chain of decoded `Session`s (docs/coding-rules.md §3-§7); no
 database, web or CLI code. The tables a clinic may extend (profiles, QHP roles,
 discrepancy thresholds, HCPCS drug codes) are TOML data loaded by
 `evidence.rules.load_rules`.

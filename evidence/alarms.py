@@ -1,6 +1,6 @@
 """Alarms and battery state: what goes to the top of the evidence.
 
-coding-rules.md §4 and §7.14: an empty-reservoir, end-of-service, motor-stall or
+docs/coding-rules.md §4 and §7.14: an empty-reservoir, end-of-service, motor-stall or
 memory-error alarm, or any alarm of critical severity, in any state (active,
 logged or cleared), is critical; so is a battery at end of service
 (`critical_alarm`). A battery at ERI or EOS, or an elective-replacement alarm,

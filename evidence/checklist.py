@@ -1,6 +1,6 @@
 """The documentation checklist: what the note must show, and what the log already proves.
 
-coding-rules.md §5 and §7.15. Items come in four groups:
+docs/coding-rules.md §5 and §7.15. Items come in four groups:
 
 - analysis (every session): device_model_serial, reservoir_status, alarm_status,
   drug_prescription_status, interpretation, performer_credentials,

@@ -1,6 +1,6 @@
 """The CPT procedure code of a session under every reprogramming profile.
 
-coding-rules.md §2 (decision table), §3 (profiles), §7.8 (refill, QHP roles):
+docs/coding-rules.md §2 (decision table), §3 (profiles), §7.8 (refill, QHP roles):
 
 - reprogrammed: at least one in-session change (never a reverted one, never a
   between-sessions one) whose category the profile counts; `device` settings
@@ -16,17 +16,22 @@ every profile side by side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal, get_args
 
 from evidence.diff import CONCENTRATION_DOSE, IN_SESSION, REVERTED_IN_SESSION, Change
 from evidence.rules import Profile, Rules
 from parsers.model import RefillEvent, Session
 
+# Every CPT code a session may get (§2), in code order: the one enumeration the
+# web list's filter and the JSON API's `procedure` parameter offer.
+ProcedureCode = Literal["62367", "62368", "62369", "62370", "95990", "95991"]
+PROCEDURE_CODES: Final[tuple[ProcedureCode, ...]] = get_args(ProcedureCode)
+
 # §2 decision table: (refill, reprogrammed, physician/QHP) -> CPT code.
-DECISION_TABLE: Final = MappingProxyType(
+DECISION_TABLE: Final[Mapping[tuple[bool, bool, bool], ProcedureCode]] = MappingProxyType(
     {
         (False, False, False): "62367",
         (False, False, True): "62367",

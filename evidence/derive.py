@@ -1,10 +1,10 @@
 """The evidence of one session: a pure function of the pump's chain of sessions.
 
 `derive_evidence(session, history, rules)` puts the rooms of this package
-together (coding-rules.md §3-§7): the two diffs, the code under every profile,
+together (docs/coding-rules.md §3-§7): the two diffs, the code under every profile,
 the refill arithmetic, the drug supply lines, the alarms, the documentation
 checklist and the session flags. `evidence_document` gives the JSON object of
-session-json.md "Evidence" (plus `counterfactual` per code, `alarms` and
+docs/session-json.md "Evidence" (plus `counterfactual` per code, `alarms` and
 `rules_version`).
 
 `history` is the earlier sessions of the same pump in chain order (§7.5: session
@@ -29,6 +29,7 @@ from evidence.diff import (
     Change,
     all_changes,
 )
+from evidence.flags import SESSION_FLAGS
 from evidence.refill import RefillSummary, refill_summary
 from evidence.rules import Rules
 from evidence.supplies import SupplyLine, supply_lines
@@ -41,23 +42,15 @@ DISCREPANCY_OVER_THRESHOLD: Final = "discrepancy_over_threshold"
 NO_PRIOR_SESSION: Final = "no_prior_session"
 CHAIN_GAP: Final = "chain_gap"
 CONFLICTING_EXPORTS: Final = "conflicting_exports"
-# Session flags: critical_alarm and battery_eri first, then session-json.md order (§7.14).
-SESSION_FLAG_ORDER: Final = (
-    CRITICAL_ALARM,
-    BATTERY_ERI,
-    CHANGED_OUTSIDE_SESSIONS,
-    DISCREPANCY_OVER_THRESHOLD,
-    NO_PRIOR_SESSION,
-    CHAIN_GAP,
-    CONFLICTING_EXPORTS,
-)
+# Session flags in document order (§7.14): the one enumeration of `evidence.flags`.
+SESSION_FLAG_ORDER: Final = SESSION_FLAGS
 # Categories whose change outside sessions breaks the chain (§7.6).
 CHAIN_GAP_CATEGORIES: Final = frozenset({"prescription", "ptm"})
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Everything the coder needs about one session (session-json.md "Evidence")."""
+    """Everything the coder needs about one session (docs/session-json.md "Evidence")."""
 
     session_id: str
     pump_serial: str
@@ -152,7 +145,7 @@ def derive_evidence(
 
 
 def evidence_document(ev: Evidence) -> dict[str, Any]:
-    """The JSON object of session-json.md "Evidence" for one session."""
+    """The JSON object of docs/session-json.md "Evidence" for one session."""
     refill = ev.refill
     return {
         "session_id": ev.session_id,

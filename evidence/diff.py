@@ -1,6 +1,6 @@
 """The two diffs of a session's settings: in the session, and since the prior session.
 
-coding-rules.md §3 and §7.1-7.4, §7.6, §7.9, §7.14:
+docs/coding-rules.md §3 and §7.1-7.4, §7.6, §7.9, §7.14:
 
 - In session: the interrogated state against the end state (the interrogated
   state overlaid with the phase-1 entries; without a phase-1 snapshot nothing
@@ -36,7 +36,7 @@ REVERTED_IN_SESSION: Final = "reverted_in_session"
 CONCENTRATION_ONLY: Final = "concentration_only"
 UNLOGGED_CHANGE: Final = "unlogged_change"
 CHANGED_OUTSIDE_SESSIONS: Final = "changed_outside_sessions"
-# Change flags in the order session-json.md lists them.
+# Change flags in the order docs/session-json.md lists them.
 CHANGE_FLAG_ORDER: Final = (CONCENTRATION_ONLY, UNLOGGED_CHANGE, CHANGED_OUTSIDE_SESSIONS)
 
 REFILL_BOOKKEEPING: Final = "refill_bookkeeping"

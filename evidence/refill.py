@@ -1,6 +1,6 @@
 """Refill arithmetic: merged REFILL records, recomputed expected residual, discrepancy.
 
-coding-rules.md §4 and §7.10-7.12:
+docs/coding-rules.md §4 and §7.10-7.12:
 
 - Several REFILL records in one session merge: expected and aspirated from the
   first, `added_ul` summed, `new_volume_ul` from the last (§7.10).

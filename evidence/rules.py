@@ -1,6 +1,6 @@
 """The evidence tables a clinic can extend without code: profiles, roles, thresholds, drugs.
 
-Four TOML files ship in `evidence/data/` (coding-rules.md §3 profiles, §2/§7.8 QHP
+Four TOML files ship in `evidence/data/` (docs/coding-rules.md §3 profiles, §2/§7.8 QHP
 roles, §4/§7.12 discrepancy thresholds, §6/§7.13 HCPCS drug codes). A clinic puts
 files of the same names in its own rules folder: `profiles.toml` and `drugs.toml`
 there ADD profiles, drugs and aliases; `roles.toml` and `thresholds.toml` there
@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from parsers.errors import PumptrailError
 from parsers.params import CATEGORIES, OPERATOR_ROLES
 
 # Bumped when the shape of the tables (not their content) changes.
@@ -36,15 +37,17 @@ THRESHOLDS_FILE: Final = "thresholds.toml"
 DRUGS_FILE: Final = "drugs.toml"
 RULE_FILES: Final = (PROFILES_FILE, ROLES_FILE, THRESHOLDS_FILE, DRUGS_FILE)
 
-# Categories a profile may count; `device` settings never count (coding-rules.md §3).
+# Categories a profile may count; `device` settings never count (docs/coding-rules.md §3).
 COUNTABLE_CATEGORIES: Final = tuple(c for c in CATEGORIES if c != "device")
 ROLE_WORDS: Final = tuple(OPERATOR_ROLES.values())
 
 _HASH_CHARS: Final = 12
 
 
-class RulesError(ValueError):
-    """A rules file that cannot be used: names the file, the key and what was wrong."""
+class RulesError(PumptrailError, ValueError):
+    """Raised when a rules file cannot be used: unreadable, not TOML, a key missing or
+    of the wrong type or value. The message names the file, the key and what was wrong.
+    """
 
     def __init__(self, file: str, key: str, message: str) -> None:
         self.file = file
@@ -55,13 +58,13 @@ class RulesError(ValueError):
 
 
 def match_key(name: str) -> str:
-    """How drug names compare: trimmed, case-insensitive (coding-rules.md §7.2, §7.13)."""
+    """How drug names compare: trimmed, case-insensitive (docs/coding-rules.md §7.2, §7.13)."""
     return name.strip().casefold()
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """One reading of "reprogramming" (coding-rules.md §3)."""
+    """One reading of "reprogramming" (docs/coding-rules.md §3)."""
 
     name: str
     categories: tuple[str, ...]
@@ -71,7 +74,7 @@ class Profile:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Discrepancy review thresholds by reservoir capacity (coding-rules.md §7.12)."""
+    """Discrepancy review thresholds by reservoir capacity (docs/coding-rules.md §7.12)."""
 
     default_ul: int
     by_capacity: Mapping[int, int]
@@ -85,7 +88,7 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class DrugCode:
-    """One HCPCS drug supply code (coding-rules.md §6)."""
+    """One HCPCS drug supply code (docs/coding-rules.md §6)."""
 
     name: str
     hcpcs: str
@@ -324,7 +327,7 @@ def _profiles(
                 raise RulesError(
                     file,
                     f"{where}.categories[{k}]",
-                    "device settings never count as reprogramming (coding-rules.md §3)",
+                    "device settings never count as reprogramming (docs/coding-rules.md §3)",
                 )
             if category not in COUNTABLE_CATEGORIES:
                 raise RulesError(

@@ -1,6 +1,6 @@
 """Drug supply lines of a refill, in units of the HCPCS code's dose.
 
-coding-rules.md §6 and §7.13: one line per named drug when there is a refill
+docs/coding-rules.md §6 and §7.13: one line per named drug when there is a refill
 (§7.8: a REFILL with `added_ul` > 0). The amount injected is the total added
 volume times the drug's concentration as programmed at the end of the session
 (the new solution): µL x µg/mL / 1000 = µg, rounded to the nearest µg (halves

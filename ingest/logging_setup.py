@@ -6,7 +6,7 @@ file=serial-20260304T101502Z-ab12cd34ef56.psl sha256=ab12cd34ef56 bytes=5481`
 (logfmt: a value with a space, quote, `=` or control character is written as a JSON
 string), so journald, grep and log shippers can all read it.
 
-Rule (issue "run unattended", item 6): log lines carry no patient identifier. Code
+Rule: log lines carry no patient identifier. Code
 logs only session IDs, pump and programmer serials, file names this program made,
 SHA-256 prefixes and counts, never a file's contents or a name a user chose. As a
 second line of defence, a field whose key names patient data (`patient_id`,

@@ -1,8 +1,8 @@
-"""The import pipeline: one file, one transaction, stored once (issue 3 items 2-3).
+"""The import pipeline: one file, one transaction, stored once.
 
-For each file (coding-rules.md §7.16):
+For each file (docs/coding-rules.md §7.16):
 
-1. Read it, its size checked before reading (the 4 MiB limit of psl-binary-v1.md §3).
+1. Read it, its size checked before reading (the 4 MiB limit of docs/formats.md §3).
 2. SHA-256 of the bytes. Identical bytes already seen are a duplicate, recognised
    before decoding.
 3. Keep the bytes in the raw store, refused files included.
@@ -12,7 +12,7 @@ For each file (coding-rules.md §7.16):
    other format, or the same format with other bytes) is linked to it; when the
    two normalized documents differ in anything but `source_format`,
    `format_version` and `warnings`, the session is flagged `conflicting_exports`
-   and the binary export's document is the one used.
+   and the binary export's document is the one used (`ingest.exports.choose_export`).
 6. Derive the session's evidence from its chain (§7.5: the prior session is the
    latest earlier one of the same pump serial by session start, whatever the
    import order), and re-derive the later sessions whose evidence reads it, so a
@@ -56,11 +56,12 @@ from db.codec import (
 from db.engine import make_durable, write_transaction
 from db.models import events, raw_files, sessions, setting_values, utc_now
 from evidence import Rules, derive_evidence, evidence_document
+from ingest.exports import BINARY, Incoming, choose_export
 from ingest.rawstore import RawStore, sha256_hex
 from parsers.errors import DecodeError
 from parsers.model import Session
 from parsers.registry import PARSER_VERSION, decode_bytes, detect, read_export
-from parsers.session_json import comparable_document, session_document
+from parsers.session_json import session_document
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,6 @@ _SETTINGS_INSERTER = RowInserter(setting_values)
 _EVENTS_INSERTER = RowInserter(events)
 
 Outcome = Literal["imported", "duplicate", "refused", "failed"]
-BINARY = "psl-binary"
 
 
 @dataclass(frozen=True)
@@ -119,17 +119,6 @@ class ImportResult:
     exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """A decoded file on its way into the database (replay rebuilds these too)."""
-
-    name: str
-    digest: str
-    size: int
-    session: Session
-    document: dict[str, Any]
-
-
 @dataclass
 class ImportSummary:
     results: list[ImportResult] = field(default_factory=list)
@@ -144,7 +133,7 @@ class ImportSummary:
 
 
 # ---------------------------------------------------------------------------
-# Folders (coding-rules.md §7.16)
+# Folders (docs/coding-rules.md §7.16)
 
 
 def walk_folder(root: Path) -> list[Path]:
@@ -487,7 +476,8 @@ class Importer:
 
         pk, old_pump_id, old_start, stored_format, stored_text = existing
         self._raw_row(connection, incoming, pk)
-        if comparable_document(loads(stored_text)) == comparable_document(document):
+        choice = choose_export(stored_format, loads(stored_text), session.source_format, document)
+        if not choice.conflicting:
             log.info("file %s: another export of session %s", digest[:12], session.session_id)
             return ImportResult(
                 name,
@@ -501,7 +491,7 @@ class Importer:
 
         # Two exports of one session disagree (§7.16): flag it; the binary one is used.
         log.warning("file %s: exports of session %s disagree", digest[:12], session.session_id)
-        replace = session.source_format == BINARY and stored_format != BINARY
+        replace = choice.use_other
         connection.execute(
             update(sessions).where(sessions.c.id == pk).values(conflicting_exports=True)
         )

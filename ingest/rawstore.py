@@ -3,8 +3,8 @@
 Whatever arrives is kept before it is parsed, refused files included, so any import
 can be re-processed by a later parser. A file lives at `<root>/ab/<sha256>` (its
 first two hex digits as the folder: 256 folders, so a new file seldom needs a new
-folder); files stored before November 2026 live at `<root>/ab/cd/<sha256>` and
-are found there. Writing is atomic and durable:
+folder); files in the two-level layout `<root>/ab/cd/<sha256>` are found there
+too and never rewritten. Writing is atomic and durable:
 a temporary file in the target folder, written and fsync'ed, made read-only, then
 hard-linked to its final name (a link never replaces an existing name, so nothing
 is ever overwritten) and the folder fsync'ed. A bulk import defers those fsyncs
@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from ingest.durable import fsync_dir, link_to_free_name, sync_filesystem
+from parsers.errors import PumptrailError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ KNOWN_DIRS = 256
 _HEX = frozenset("0123456789abcdef")
 
 
-class RawStoreError(Exception):
-    """A stored file that is missing or does not match its hash."""
+class RawStoreError(PumptrailError):
+    """Raised by `RawStore.get` when a stored file is missing or its bytes no longer
+    hash to its name."""
 
 
 def sha256_hex(data: bytes) -> str:

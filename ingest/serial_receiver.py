@@ -1,4 +1,4 @@
-"""The serial receiver: what a docked programmer sends lands in the inbox (psl-binary-v1.md §6).
+"""The serial receiver: what a docked programmer sends lands in the inbox (docs/formats.md §6).
 
 The programmer sends one export per transfer over a serial line (default 115200
 baud, 8N1, no flow control) with XMODEM-1K using CRC, as `sx -k` from lrzsz does
@@ -60,11 +60,12 @@ from xmodem import XMODEM
 from ingest.durable import fsync_dir, link_to_free_name
 from ingest.logging_setup import log_event
 from ingest.rawstore import sha256_hex
+from parsers.errors import PumptrailError
 from parsers.params import MAX_FILE_BYTES, MAX_PADDING_BYTES
 
 log = logging.getLogger(__name__)
 
-# psl-binary-v1.md §2.1: every binary export starts with this signature.
+# docs/formats.md §2.1: every binary export starts with this signature.
 PSL_SIGNATURE: Final = b"\x89PSL\r\n\x1a\n"
 # XMODEM pads the last block with CP/M end-of-file (SUB, 0x1A) (§2, §6).
 PAD_BYTE: Final = 0x1A
@@ -92,12 +93,13 @@ _DRAIN_MAX: Final = 5.0
 _CANCEL_BYTES: Final = 8
 
 
-class SerialReceiverError(Exception):
-    """Base of the receiver's errors."""
+class SerialReceiverError(PumptrailError):
+    """Base of the receiver's errors; raised only as one of its subclasses."""
 
 
 class SerialPortError(SerialReceiverError):
-    """The port cannot be used: missing, taken, not a serial device, no permission, gone."""
+    """Raised when the port cannot be used: missing, taken, not a serial device, no
+    permission, gone, or the baud rate refused."""
 
     def __init__(self, port: str, reason: str) -> None:
         super().__init__(f"{port}: {reason}")
@@ -106,7 +108,8 @@ class SerialPortError(SerialReceiverError):
 
 
 class TransferFailed(SerialReceiverError):
-    """A transfer began but did not complete; nothing was put in the inbox."""
+    """Raised when a transfer began but did not complete (no data, only padding, an
+    XMODEM failure); nothing was put in the inbox."""
 
     def __init__(self, port: str, reason: str, *, received_bytes: int = 0) -> None:
         super().__init__(f"{port}: transfer failed: {reason}")

@@ -19,6 +19,9 @@ retried with back-off like one that goes down later (`ingest.watch`), while one
 at the wrong schema revision (or a bad URL) stops the service with status 2,
 since retrying cannot cure it.
 
+The service reads its settings from a frozen `ServiceConfig`, which `pumptrail run`
+builds from the resolved settings (docs/operations.md, "Settings").
+
 SIGTERM or SIGINT asks the service to stop: the file being imported is
 finished (and moved), no further file is started, the scheduler is shut down
 waiting for running jobs, and the process exits 0.
@@ -31,7 +34,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -39,15 +44,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from db.due import due_report
 from db.engine import DatabaseUrlError, normalize_url, safe_url_text, sqlite_path
 from db.migrate import SchemaError, open_database
 from evidence import Rules
-from ingest.due import due_report
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer
 from ingest.rawstore import RawStore
 from ingest.watch import InboxWatcher, error_text, is_transient
-from pumptrail.settings import Settings
+from parsers.errors import PumptrailError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,29 @@ SERIAL_LOG_SECONDS = 600.0
 FATAL_ERRORS = (SchemaError, DatabaseUrlError)
 
 
-class ServiceError(Exception):
-    """The service cannot start: bad folders, bad database URL or schema."""
+class ServiceError(PumptrailError):
+    """Raised by `Service.prepare` when the service cannot start: a folder that
+    cannot be created or lies where the service would import it, a bad database
+    URL, a schema at the wrong revision, or a database that refuses access."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What the service needs of the settings (docs/operations.md, "Settings")."""
+
+    db_url: str
+    inbox: Path
+    archive: Path
+    quarantine: Path
+    raw_store: Path
+    poll_seconds: float = 2.0
+    settle_seconds: float = 2.0
+    retry_max_seconds: float = 60.0
+    outage_log_seconds: float = 60.0
+    due_within_days: int = 14
+    # Empty: no serial receiver.
+    serial_port: str = ""
+    serial_baud: int = 115200
 
 
 class Receiver(Protocol):
@@ -71,7 +97,7 @@ class Receiver(Protocol):
     def close(self) -> None: ...
 
 
-ReceiverFactory = Callable[[Settings, threading.Event], Receiver]
+ReceiverFactory = Callable[[ServiceConfig, threading.Event], Receiver]
 
 
 class Service:
@@ -79,13 +105,13 @@ class Service:
 
     def __init__(
         self,
-        settings: Settings,
+        config: ServiceConfig,
         rules: Rules,
         *,
         receiver_factory: ReceiverFactory | None = None,
         today: Callable[[], date] = date.today,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.rules = rules
         self.stop_event = threading.Event()
         self.exit_status = 0
@@ -97,16 +123,15 @@ class Service:
         self._signal: str | None = None
         self.scheduler: BackgroundScheduler | None = None
         self._due_retrying = False
-        poll = float(settings.values["poll_seconds"])
         self.watcher = InboxWatcher(
-            inbox=settings.inbox,
-            archive=settings.archive,
-            quarantine=settings.quarantine,
+            inbox=config.inbox,
+            archive=config.archive,
+            quarantine=config.quarantine,
             connect=self.importer,
-            settle_seconds=float(settings.values["settle_seconds"]),
-            retry_initial_seconds=max(poll, 0.1),
-            retry_max_seconds=float(settings.values["retry_max_seconds"]),
-            outage_log_seconds=float(settings.values["outage_log_seconds"]),
+            settle_seconds=config.settle_seconds,
+            retry_initial_seconds=max(config.poll_seconds, 0.1),
+            retry_max_seconds=config.retry_max_seconds,
+            outage_log_seconds=config.outage_log_seconds,
             stop_requested=self.stop_event.is_set,
         )
 
@@ -117,14 +142,14 @@ class Service:
         with self._lock:
             if self._importer is None:
                 try:
-                    engine = open_database(self.settings.db)
+                    engine = open_database(self.config.db_url)
                 except (IntegrityError, ProgrammingError):
                     # Another process set up the empty database at the same moment and
                     # won the race to create its tables: it is set up now.
                     log_event(log, "database_set_up_elsewhere")
-                    engine = open_database(self.settings.db)
+                    engine = open_database(self.config.db_url)
                 self._engine = engine
-                self._importer = Importer(engine, RawStore(self.settings.raw_store), self.rules)
+                self._importer = Importer(engine, RawStore(self.config.raw_store), self.rules)
             return self._importer
 
     def _fatal(self, exc: BaseException) -> None:
@@ -146,7 +171,7 @@ class Service:
     def due_job(self) -> None:
         if self.stop_event.is_set():
             return
-        within = int(self.settings.values["due_within_days"])
+        within = self.config.due_within_days
         try:
             engine = self.importer().engine
             report = due_report(engine, today=self._today(), within_days=within, rules=self.rules)
@@ -161,7 +186,7 @@ class Service:
                     "refills_due_failed",
                     level=logging.WARNING if is_transient(exc) else logging.ERROR,
                     error=error_text(exc),
-                    retry_in_s=self.settings.values["retry_max_seconds"],
+                    retry_in_s=self.config.retry_max_seconds,
                 )
             self._due_retrying = True
             self._retry_due_later()
@@ -192,7 +217,7 @@ class Service:
     def _retry_due_later(self) -> None:
         if self.scheduler is None or self.stop_event.is_set():
             return
-        delay = timedelta(seconds=float(self.settings.values["retry_max_seconds"]))
+        delay = timedelta(seconds=self.config.retry_max_seconds)
         self.scheduler.add_job(
             self.due_job,
             "date",
@@ -219,10 +244,10 @@ class Service:
             while not self.stop_event.is_set():
                 try:
                     if receiver is None:
-                        receiver = self._receiver_factory(self.settings, self.stop_event)
+                        receiver = self._receiver_factory(self.config, self.stop_event)
                     receiver.run_once()
                     if last_error is not None:
-                        log_event(log, "serial_available", port=self.settings.values["serial_port"])
+                        log_event(log, "serial_available", port=self.config.serial_port)
                         last_error = None
                 except Exception as exc:  # missing, taken, gone: logged, retried later
                     if receiver is not None:
@@ -235,7 +260,7 @@ class Service:
                             log,
                             "serial_unavailable",
                             level=logging.WARNING,
-                            port=self.settings.values["serial_port"],
+                            port=self.config.serial_port,
                             error=text,
                             retry_in_s=SERIAL_RETRY_SECONDS,
                         )
@@ -253,12 +278,12 @@ class Service:
         The archive and quarantine may sit inside it (the watcher skips them); the
         raw store and a SQLite database may not.
         """
-        inbox = self.settings.inbox.absolute()
+        inbox = self.config.inbox.absolute()
         try:
-            database = sqlite_path(normalize_url(self.settings.db))
+            database = sqlite_path(normalize_url(self.config.db_url))
         except DatabaseUrlError as exc:
             raise ServiceError(str(exc)) from exc
-        for label, path in (("raw_store", self.settings.raw_store), ("db", database)):
+        for label, path in (("raw_store", self.config.raw_store), ("db", database)):
             if path is not None and path.absolute().is_relative_to(inbox):
                 raise ServiceError(
                     f"setting {label} ({path}) is inside the inbox ({inbox}): "
@@ -268,7 +293,7 @@ class Service:
     def prepare(self) -> None:
         """Create the folders and try the database once; raise ServiceError when hopeless."""
         self.check_folders()
-        for folder in (self.settings.inbox, self.settings.archive, self.settings.quarantine):
+        for folder in (self.config.inbox, self.config.archive, self.config.quarantine):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -289,7 +314,7 @@ class Service:
         self.stop_event.set()
 
     def build_scheduler(self) -> BackgroundScheduler:
-        values = self.settings.values
+        config = self.config
         scheduler = BackgroundScheduler(
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         )
@@ -297,12 +322,12 @@ class Service:
         scheduler.add_job(
             self.poll_job,
             "interval",
-            seconds=float(values["poll_seconds"]),
+            seconds=config.poll_seconds,
             next_run_time=now,
             id="poll",
         )
         scheduler.add_job(self.due_job, "interval", days=1, next_run_time=now, id="refills_due")
-        if values["serial_port"] and self._receiver_factory is not None:
+        if config.serial_port and self._receiver_factory is not None:
             scheduler.add_job(self.serial_job, "date", run_date=now, id="serial")
         return scheduler
 
@@ -321,15 +346,15 @@ class Service:
             # APScheduler reports every tick skipped while a long poll (a backfill) runs.
             logging.getLogger("apscheduler").setLevel(logging.ERROR)
         scheduler = self.scheduler = self.build_scheduler()
-        values = self.settings.values
+        config = self.config
         log_event(
             log,
             "service_started",
-            db=safe_url_text(self.settings.db),
-            inbox=str(self.settings.inbox),
-            poll_s=values["poll_seconds"],
-            settle_s=values["settle_seconds"],
-            serial_port=values["serial_port"] or None,
+            db=safe_url_text(self.config.db_url),
+            inbox=str(self.config.inbox),
+            poll_s=config.poll_seconds,
+            settle_s=config.settle_seconds,
+            serial_port=config.serial_port or None,
         )
         scheduler.start()
         try:

@@ -9,10 +9,10 @@ One `poll()` per scheduler tick (`ingest.service`):
    it unchanged when its mtime lies in the future): a programmer or a copy still
    writing it is left alone.
 2. Hand each ready file, in sorted order, to the import pipeline
-   (`ingest.pipeline`, coding-rules.md §7.16): the raw bytes are kept and the
+   (`ingest.pipeline`, docs/coding-rules.md §7.16): the raw bytes are kept and the
    session committed in one transaction.
 3. Move it: imported or a duplicate into `archive/YYYY/MM/` (the local month of
-   the import), refused into `quarantine/` beside `<name>.error.json` (error
+   the import), refused into `quarantine/` beside `<name>.error.json` (`ingest.quarantine`: error
    code, message, offset or line, record, time UTC, parser version). A file that
    is not an export at all is refused (`unknown_format`) and quarantined too.
 
@@ -39,19 +39,15 @@ identifiers.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import itertools
-import json
 import logging
 import os
-import shutil
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,18 +60,15 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from ingest.durable import NO_HARD_LINKS, fsync_dir, link_to_free_name
+from ingest import quarantine
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer, ImportResult
-from parsers.registry import PARSER_VERSION
+from ingest.quarantine import HASH_IN_NAME
 
 log = logging.getLogger(__name__)
 
 # Names a writer uses while a file is incomplete: never picked up.
 TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", "~")
-ERROR_SUFFIX = ".error.json"
-# Hex digits of the SHA-256 put into a clashing name.
-HASH_IN_NAME = 12
 _HASH_CHUNK = 1 << 20
 
 Disposition = Literal["archived", "quarantined", "waiting", "changed", "gone"]
@@ -364,7 +357,7 @@ class InboxWatcher:
             )
             return Handled(name, "archived", destination, result)
 
-        error = _error_record(result)
+        error = quarantine.error_record(result)
         refused_digest = result.sha256 or _file_sha256(path)
         destination = self.quarantine_file(path, refused_digest, error, name=name)
         log_event(
@@ -385,89 +378,21 @@ class InboxWatcher:
 
     def archive_file(self, path: Path, digest: str) -> Path:
         """Move an imported file into archive/YYYY/MM/, never overwriting."""
-        return self._move(path, self.archive_folder(), digest)
+        return quarantine.move_into(path, self.archive_folder(), digest, durable=self.durable)
 
     def quarantine_file(
         self, path: Path, digest: str | None, error: Mapping[str, Any], *, name: str
     ) -> Path:
-        """Write `<name>.error.json`, then move the file beside it."""
-        folder = self.quarantine
-        _make_folder(folder)
-        existing = _same_file_in(folder, path, digest)
-        destination = existing or _free_name(folder, path.name, digest)
-        record = {
-            "file": name,
-            "sha256": digest,
-            "size": _size(path),
-            **error,
-            "quarantined_at_utc": datetime.fromtimestamp(self._clock(), UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
-            "parser_version": PARSER_VERSION,
-        }
-        self._write_json(destination.with_name(destination.name + ERROR_SUFFIX), record)
-        return self._move(path, folder, digest, destination=destination)
-
-    def _write_json(self, target: Path, record: Mapping[str, Any]) -> None:
-        """Atomically (temporary file, fsync, rename) and durably."""
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        data = (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-        with temp.open("wb") as handle:
-            handle.write(data)
-            if self.durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, target)
-        if self.durable:
-            fsync_dir(target.parent)
-
-    def _move(
-        self, path: Path, folder: Path, digest: str | None, *, destination: Path | None = None
-    ) -> Path:
-        """Link into `folder` under a free name, then unlink the inbox name (never overwrites)."""
-        _make_folder(folder)
-        existing = _same_file_in(folder, path, digest)
-        if existing is not None:
-            # A crash came between the link and the unlink: finish the move.
-            self._unlink(path)
-            return existing
-        target = destination or _free_name(folder, path.name, digest)
-        while True:
-            try:
-                os.link(path, target)
-                break
-            except FileExistsError:
-                target = _free_name(folder, path.name, digest)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV and exc.errno not in NO_HARD_LINKS:
-                    raise
-                target = self._copy_in(path, folder, target, digest)
-                break
-        if self.durable:
-            fsync_dir(folder)
-        self._unlink(path)
-        return target
-
-    def _copy_in(self, path: Path, folder: Path, target: Path, digest: str | None) -> Path:
-        """Another filesystem, or no hard links: copy, fsync, then publish without overwriting."""
-        temp = folder / f".{target.name}.{os.getpid()}.part"
-        shutil.copyfile(path, temp)
-        if self.durable:
-            with temp.open("rb") as handle:
-                os.fsync(handle.fileno())
-        try:
-            others = iter(lambda: _free_name(folder, path.name, digest), None)
-            return link_to_free_name(temp, itertools.chain([target], others))
-        finally:
-            if temp.exists():
-                temp.unlink()
-
-    @staticmethod
-    def _unlink(path: Path) -> None:
-        """Remove the inbox name; not fsync'ed: should a power cut undo it, the file is
-        back in the inbox as a second name of the archived one, and the next poll
-        recognises it (a duplicate, the same inode) and removes it again."""
-        path.unlink(missing_ok=True)
+        """Write `<name>.error.json`, then move the file beside it (`ingest.quarantine`)."""
+        return quarantine.quarantine_file(
+            path,
+            self.quarantine,
+            digest,
+            error,
+            name=name,
+            now=self._clock(),
+            durable=self.durable,
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -489,79 +414,5 @@ def _ping(importer: Importer) -> None:
         connection.execute(select(1))
 
 
-def _size(path: Path) -> int | None:
-    signature = _signature(path)
-    return None if signature is None else signature.size
-
-
 def _short(digest: str | None) -> str | None:
     return None if digest is None else digest[:HASH_IN_NAME]
-
-
-def _make_folder(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-
-
-def _names(filename: str, digest: str | None) -> Iterable[str]:
-    """The names a file may take in a folder, in order of preference."""
-    yield filename
-    path = Path(filename)
-    stem, suffix = (path.stem, path.suffix) if path.stem else (filename, "")
-    tag = digest[:HASH_IN_NAME] if digest else datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    yield f"{stem}.{tag}{suffix}"
-    counter = 2
-    while True:
-        yield f"{stem}.{tag}.{counter}{suffix}"
-        counter += 1
-
-
-def _free_name(folder: Path, filename: str, digest: str | None) -> Path:
-    """The first name not taken in `folder` (error files count as taken names' companions)."""
-    for candidate in _names(filename, digest):
-        target = folder / candidate
-        if not os.path.lexists(target):
-            return target
-    raise RuntimeError("unreachable: the name generator is endless")  # pragma: no cover
-
-
-def _same_file_in(folder: Path, path: Path, digest: str | None) -> Path | None:
-    """A name in `folder` that is already a hard link to `path` (an interrupted move)."""
-    try:
-        source = os.stat(path)
-    except OSError:
-        return None
-    if source.st_nlink < 2:
-        return None
-    for candidate in _names(path.name, digest):
-        target = folder / candidate
-        try:
-            found = os.stat(target)
-        except FileNotFoundError:
-            return None
-        if (found.st_dev, found.st_ino) == (source.st_dev, source.st_ino):
-            return target
-    return None  # pragma: no cover - the name generator is endless
-
-
-def _error_record(result: ImportResult) -> dict[str, Any]:
-    """The error part of `<name>.error.json` for a refused or failed import."""
-    error: Mapping[str, Any] = result.error or {}
-    position = error.get("position")
-    kind = position.get("kind") if isinstance(position, Mapping) else None
-    value = position.get("value") if isinstance(position, Mapping) else None
-    if result.outcome == "failed":
-        code = "internal_error"
-    elif error.get("code"):
-        code = str(error["code"])
-    else:
-        code = "unreadable"
-    return {
-        "code": code,
-        "message": str(error.get("message") or result.detail),
-        "text": str(error.get("text") or result.detail),
-        "position": position if isinstance(position, Mapping) else None,
-        "offset": value if kind == "offset" else None,
-        "line": value if kind == "line" else None,
-        "record_index": error.get("record_index"),
-        "record_type": error.get("record_type"),
-    }

@@ -1,10 +1,10 @@
 """Stage two of decoding: the record sequence rules and the normalized `Session`.
 
 Both formats reach this module with a `RawHeader` and their records in file order,
-so the rules of psl-binary-v1.md §3 (sequence rules 1-7), the consistency checks of
-§4 and the clock correction of §5 are written once (psl-csv-v1.md §5.8 applies them
+so the rules of docs/formats.md §3 (sequence rules 1-7), the consistency checks of
+§4 and the clock correction of §5 are written once (docs/format-psl-csv.md §5.8 applies them
 to the CSV as well). Errors name the record where the problem shows; warnings are
-sentences that name record kinds and times, never offsets (session-json.md).
+sentences that name record kinds and times, never offsets (docs/session-json.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one error tree every decoder raises (psl-binary-v1.md §7.2, session-json.md).
+"""The one error tree every decoder raises (docs/formats.md §7.2, docs/session-json.md).
 
 An error names the file, where in it the problem shows (a byte offset in hex for
 binary, a physical line for CSV), the record index and type when there is one,
@@ -83,11 +83,11 @@ class DecodeError(PumptrailError):
 
 
 class LimitExceeded(DecodeError):
-    """A size limit checked before anything was allocated (psl-binary-v1.md §3)."""
+    """A size limit checked before anything was allocated (docs/formats.md §3)."""
 
 
 def check_file_size(size: int, *, source: str, position: Position) -> None:
-    """The 4 MiB file limit (psl-binary-v1.md §3, psl-csv-v1.md §5.4), before any decoding."""
+    """The 4 MiB file limit (docs/formats.md §3, docs/format-psl-csv.md §5.4), before any decoding."""
     if size > MAX_FILE_BYTES:
         raise LimitExceeded(
             "file_too_large",

@@ -1,8 +1,8 @@
 """The normalized session: what one programming session says, whatever format carried it.
 
-Every decoder returns a `Session` (session-json.md "Normalized session"). The model
+Every decoder returns a `Session` (docs/session-json.md "Normalized session"). The model
 is frozen: once decoded, a session is a fact. Instants are kept as the programmer's
-local wall-clock time beside the UTC offset, and UTC is derived (psl-binary-v1.md
+local wall-clock time beside the UTC offset, and UTC is derived (docs/formats.md
 §1, §5); pump-clock alarm times keep their raw value beside the corrected one.
 Every event keeps where it came from (byte offset or line) so a coder can trace a
 value to its bytes; that position is not part of the JSON document, since the
@@ -66,7 +66,7 @@ class Patient:
 
 @dataclass(frozen=True, slots=True)
 class PumpStatus:
-    """The first PUMP_STATUS record (psl-binary-v1.md §5, §7.7)."""
+    """The first PUMP_STATUS record (docs/formats.md §5, §7.7)."""
 
     pump_clock_local: datetime | None
     pump_clock_offset_s: int | None
@@ -80,7 +80,7 @@ _OFFSETS_KEPT = 2048
 
 
 def to_utc(local: datetime | None, utc_offset_min: int) -> datetime | None:
-    """UTC = local time minus the offset east of UTC (psl-binary-v1.md §1)."""
+    """UTC = local time minus the offset east of UTC (docs/formats.md §1)."""
     if local is None:
         return None
     offset = _OFFSETS.get(utc_offset_min)
@@ -144,7 +144,7 @@ Event = AlarmEvent | RefillEvent | BolusEvent | ChangeEvent | NoteEvent
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """One decoded programming session (session-json.md)."""
+    """One decoded programming session (docs/session-json.md)."""
 
     source: str
     source_format: SourceFormat
@@ -176,7 +176,7 @@ class Session:
 
     @property
     def end_state(self) -> Mapping[str, ParamValue]:
-        """Interrogated state overlaid with the phase-1 entries (coding-rules.md §7.1)."""
+        """Interrogated state overlaid with the phase-1 entries (docs/coding-rules.md §7.1)."""
         if self.programmed is None:
             return self.interrogated
         merged = dict(self.interrogated)

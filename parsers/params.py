@@ -1,4 +1,4 @@
-"""The pump parameter table, shared by every format (psl-binary-v1.md §4, psl-csv-v1.md §3.1).
+"""The pump parameter table, shared by every format (docs/formats.md §4, docs/format-psl-csv.md §3.1).
 
 One row per parameter: its wire id, canonical name, value type, canonical unit,
 coding category and the CSV label with the units the CSV export may use. The
@@ -16,7 +16,7 @@ from typing import Final
 
 
 class ValueType(IntEnum):
-    """Wire codes of parameter value types (psl-binary-v1.md §2.3)."""
+    """Wire codes of parameter value types (docs/formats.md §2.3)."""
 
     U32 = 0x01
     I32 = 0x02
@@ -38,7 +38,7 @@ class FlexStep:
 
 @dataclass(frozen=True, slots=True)
 class ParamDef:
-    """One row of the parameter table (psl-binary-v1.md §4)."""
+    """One row of the parameter table (docs/formats.md §4)."""
 
     param_id: int
     name: str
@@ -46,7 +46,7 @@ class ParamDef:
     unit: str
     category: str
     csv_label: str
-    # CSV unit word -> factor to the canonical integer unit (psl-csv-v1.md §3.1).
+    # CSV unit word -> factor to the canonical integer unit (docs/format-psl-csv.md §3.1).
     csv_units: tuple[tuple[str, int], ...] = (("", 1),)
 
 
@@ -157,16 +157,16 @@ PARAMS: Final = _ROWS
 PARAMS_BY_ID: Final = MappingProxyType({p.param_id: p for p in _ROWS})
 PARAMS_BY_NAME: Final = MappingProxyType({p.name: p for p in _ROWS})
 PARAMS_BY_LABEL: Final = MappingProxyType({p.csv_label: p for p in _ROWS})
-# Position of each parameter in the table: the order of `changes` (coding-rules.md §7.4).
+# Position of each parameter in the table: the order of `changes` (docs/coding-rules.md §7.4).
 PARAM_ORDER: Final = MappingProxyType({p.name: i for i, p in enumerate(_ROWS)})
 
-# infusion_mode enumeration (psl-binary-v1.md §4): wire byte -> JSON word -> CSV word.
+# infusion_mode enumeration (docs/formats.md §4): wire byte -> JSON word -> CSV word.
 INFUSION_MODES: Final = MappingProxyType(
     {1: "simple_continuous", 2: "flex", 3: "minimum_rate"},
 )
 INFUSION_MODE_CODES: Final = MappingProxyType({v: k for k, v in INFUSION_MODES.items()})
 
-# Other enumerations (psl-binary-v1.md §3): wire byte -> word of session-json.md.
+# Other enumerations (docs/formats.md §3): wire byte -> word of docs/session-json.md.
 OPERATOR_ROLES: Final = MappingProxyType(
     {0: "unknown", 1: "physician", 2: "qhp", 3: "nurse", 4: "technician"}
 )
@@ -200,7 +200,7 @@ ALARM_CODES: Final = MappingProxyType(
 PHASE_INTERROGATED: Final = 0
 PHASE_PROGRAMMED: Final = 1
 
-# Limits a decoder enforces before allocating (psl-binary-v1.md §3, §2.3).
+# Limits a decoder enforces before allocating (docs/formats.md §3, §2.3).
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 MAX_PAYLOAD_BYTES: Final = 4096
 MAX_TEXT_BYTES: Final = 64

@@ -1,4 +1,4 @@
-"""Decoder of the PSL binary session log v1 (psl-binary-v1.md): bytes in, `Session` out.
+"""Decoder of the PSL binary session log v1 (docs/formats.md): bytes in, `Session` out.
 
 Stage one walks the file with precompiled `struct.Struct`s derived from the field
 tables of `parsers.psl_binary_schema` (the construct schema is built from the same
@@ -14,66 +14,16 @@ sequence rules. The first failure is raised as a `DecodeError` whose position is
 the offset of the field at fault; where no single field is at fault, where the
 problem shows (§7.2). Limits are checked against the length field before any
 slice is taken. When a payload fails, the construct schema re-parses it to name
-the failing field in the message (design.md: parse compiled, re-parse
-interpreted for the path); the code and offset come from this decoder.
+the failing field in the message (parsing stays compiled and fast; only a failure
+pays for the interpreted re-parse, docs/formats.md §8.2); the code and offset come
+from this decoder.
 
-Error codes (`DecodeError.code`) and where they point:
-
-- ``file_too_large`` (LimitExceeded): file over 4 MiB (§3); offset 0.
-- ``bad_signature``: the first 8 bytes are not the signature (§2.1); offset 0.
-- ``truncated_header``: the file ends inside the header (shorter than the signature,
-  byte 8, byte 12 or `header_size`); offset 0, the header's start.
-- ``unsupported_version`` (UnsupportedVersion): version_major is not 1; offset 8.
-- ``header_too_small``: header_size < 96; offset 10.
-- ``header_crc``: header CRC mismatch; offset header_size - 2.
-- ``bad_ascii_field``: a non-ASCII byte, or a non-NUL byte after the NUL padding
-  began, in a model/serial field (§7.10); offset of that byte.
-- ``empty_pump_serial``: pump_serial is empty (§7.10); offset 52.
-- ``zero_session_id``: session_id all zero; offset 64.
-- ``missing_session_start``: session_start is 0xFFFFFFFF (§7.1); offset 80.
-- ``utc_offset_range``: utc_offset_min outside -720..840; offset 84.
-- ``bad_sync``: a record does not start with 0xA5; offset of that byte.
-- ``truncated_record``: the file ends inside a record frame; the record's start.
-- ``payload_too_long`` (LimitExceeded): length field over 4096; offset of the
-  length field (record start + 2).
-- ``record_crc``: record CRC mismatch; offset of the CRC field.
-- ``seq_gap``: seq is not the record index modulo 65536 (§2.2, §7.8); offset of
-  the seq field (record start + 4).
-- ``payload_length``: payload shorter or longer than its fields (§7.4); offset of
-  the first field that does not fit, or of the first byte after the last field.
-- ``enum_range``: an enumeration byte outside its table (§3, §7.5; infusion_mode
-  values too); offset of the byte.
-- ``bool_value``: a BOOL value other than 0 or 1 (§2.3); offset of the byte.
-- ``minute_range``: a MINUTES value or flex-step start over 1439; offset of the u16.
-- ``text_too_long`` (LimitExceeded): a TEXT value over 64 bytes or a NOTE over
-  2000 bytes; offset of the length prefix.
-- ``bad_utf8``: text that is not UTF-8; offset of the first invalid byte.
-- ``value_type_mismatch``: a known parameter with another value type than §4
-  gives; offset of the value_type byte.
-- ``unknown_value_type``: unknown parameter with an unknown value type (§7.6);
-  offset of the value_type byte.
-- ``duplicate_parameter``: the same param_id twice in one SNAPSHOT (§7.6); offset
-  of the second entry.
-- ``snapshot_count`` (LimitExceeded): SNAPSHOT count over 64; offset of count.
-- ``missing_end``: the records stop (end of file, or only 0x1A bytes follow)
-  without an END record; offset where the next record should start.
-- ``end_record_count``: END record_count differs from the records before it;
-  offset of the field.
-- ``file_crc``: END file_crc32 mismatch; offset of the field.
-- ``body_size``: header_size + body_size is not the end of the END record; offset
-  86 (the header field).
-- ``trailing_data``: a non-0x1A byte after END; offset of that byte.
-- ``padding_too_long``: more than 1023 bytes of 0x1A after END (§7.3); offset of
-  the 1024th padding byte.
-- the sequence-rule codes of `parsers.assemble` (e.g. ``first_record_not_session_info``).
-
-Warnings (strict=True raises them as `StrictModeWarning`, code ``strict:<code>``):
-``unknown_record_type`` (§2.2: skipped by its length, kept as `UnknownRec`,
-counted in seq and record_count) and ``unknown_parameter`` (§2.3, §7.6: its value
-is skipped by value type and kept as an `Entry` with `name=None`; in a
-PARAM_CHANGE it gives no change event), plus those of `parsers.assemble`. A
-skipped value is not interpreted, so no BOOL, minute or UTF-8 check applies to it
-(invalid UTF-8 is replaced), but its TEXT length is still held to 64 bytes.
+Every error code this decoder raises, with the offset it reports, is in the table
+of docs/formats.md §9.1; the warnings (`unknown_record_type`, `unknown_parameter`,
+and those of `parsers.assemble`) are in docs/formats.md §10. With strict=True a warning is raised
+as `StrictModeWarning` with the code ``strict:<code>``. A skipped value of an
+unknown parameter is not interpreted, so no BOOL, minute or UTF-8 check applies to
+it (invalid UTF-8 is replaced), but its TEXT length is still held to 64 bytes.
 """
 
 from __future__ import annotations
@@ -261,7 +211,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def decode(data: bytes, *, source: str, strict: bool = False) -> Session:
-    """Decode one PSL binary export into a `Session` (psl-binary-v1.md)."""
+    """Decode one PSL binary export into a `Session` (docs/formats.md)."""
     header, records, end_offset, log = decode_records(data, source=source, strict=strict)
     return assemble(
         header,

@@ -1,4 +1,4 @@
-"""The PSL binary v1 format as declarative construct schemas: the spec in code (psl-binary-v1.md).
+"""The PSL binary v1 format as declarative construct schemas: the spec in code (docs/formats.md).
 
 One table of field formats per wire structure (`*_FIELDS`: name and `struct` format
 code) is the single statement of each layout. From it come both the construct
@@ -314,8 +314,8 @@ def payload_failure_path(type_code: int, payload: bytes) -> str | None:
     """Re-parse a payload with the schema and name the field where it fails.
 
     The fast decoder calls this only after it has found an error, to add the field
-    path to its message (design.md: parse compiled, re-parse interpreted for the
-    path). None when the schema parses the payload or the type is unknown.
+    path to its message: decoding stays compiled, only a failure pays for this
+    interpreted re-parse (docs/formats.md §8.2). None when the schema parses the payload or the type is unknown.
     """
     schema = PAYLOADS.get(type_code)
     if schema is None:

@@ -1,6 +1,6 @@
-"""Decoder for the PSL CSV session export, version 1 (psl-csv-v1.md).
+"""Decoder for the PSL CSV session export, version 1 (docs/format-psl-csv.md).
 
-The CSV carries the records of the binary log (psl-binary-v1.md §3) as a metadata
+The CSV carries the records of the binary log (docs/formats.md §3) as a metadata
 block (§2) and an event table (§3). This module does stage one for the CSV: bytes
 to text (§1, §5.10), RFC 4180 rows with physical line numbers (§5.2), the metadata
 block (§2, §5.5), the locale's numbers, dates and timestamps (§1, §5.3), every
@@ -14,12 +14,13 @@ formats.
 Numbers are converted exactly with `decimal.Decimal` to the canonical integers
 (µg, µL, minutes); a value that is not whole in canonical units is an error.
 
-Resolved readings of the spec (see also the tests):
+Readings of the format the text leaves open (docs/format-psl-csv.md lists them too;
+the tests hold each one):
 
 - Extra blank lines between the metadata block and the header row are tolerated
   (§3 says only "after the blank line comes the header row").
 - An empty `Time` cell is a record time that is "not applicable" (binary
-  0xFFFFFFFF, psl-binary-v1.md §7.1). The `End` row's Time may be empty or a
+  0xFFFFFFFF, docs/formats.md §7.1). The `End` row's Time may be empty or a
   timestamp.
 - An `Interrogated`/`Programmed` row with an unknown label still belongs to its
   snapshot run (its Time is checked, it breaks no run) but gives no entry, like an
@@ -30,51 +31,10 @@ Resolved readings of the spec (see also the tests):
   (`03.1.2045` is `3.1.2045`).
 - The `Record` cell may not be empty (an empty cell is no word at all).
 
-Error codes (`DecodeError.code`), each raised at the line where the problem shows:
-
-- ``file_too_large`` (LimitExceeded): more than 4 MiB of input.
-- ``binary_too_large`` (LimitExceeded): the records would not fit a 4 MiB binary log.
-- ``bad_encoding``: not UTF-8 / UTF-16LE text (line of the first bad byte).
-- ``no_header_line``: the first line (after ``sep=``) is not ``PSL Session Export``.
-- ``bad_delimiter``: a ``sep=`` hint other than ``,``/``;``, or a first line whose
-  delimiter is not ``,``/``;`` or differs from the hint.
-- ``bad_version``: the export version is not ``major.minor``.
-- ``unsupported_version`` (UnsupportedVersion): major version other than 1.
-- ``bad_csv``: RFC 4180 quoting broken (unterminated quote, text after a quote...).
-- ``bad_metadata_line``: a metadata line without ``Key<delimiter>Value`` or with an
-  empty key.
-- ``field_count``: a metadata line with values after Value; a table row that does
-  not have exactly seven fields.
-- ``duplicate_key`` / ``missing_key``: metadata key twice / required key absent.
-- ``missing_table``: no event table after the metadata block.
-- ``bad_locale``, ``bad_software``, ``bad_uuid``, ``bad_utc_offset``: metadata values.
-- ``bad_timestamp`` / ``bad_date``: not the locale's exact shape, or no such day.
-- ``bad_number``: not a number in the locale's shape (decimal mark, no thousands
-  separators); ``not_whole``: not a whole number of canonical units.
-- ``out_of_range``: outside the binary field's integer, timestamp or date range.
-- ``not_ascii`` / ``text_too_long`` / ``empty_value``: model and serial fields
-  (ASCII, at most 12 characters, pump serial not empty), text parameters (at most
-  64 bytes), notes (at most 2000 bytes), other texts (at most 255 bytes).
-- ``bad_header_row``: the table's header row is not the seven column names.
-- ``blank_line_in_table``: a blank line between the header row and ``End``.
-- ``bad_word``: a word outside its table (role, mode, On/Off, reason, kind,
-  alarm name, state, severity, battery) or an empty Record cell.
-- ``bad_unit``: a Unit the label does not accept.
-- ``bad_flex_step`` / ``bad_firmware``: shapes ``HH:MM@rate`` / ``major.minor``.
-- ``bad_detail`` / ``duplicate_detail`` / ``missing_detail``: a Detail item that is
-  not ``Key=Value``, a key twice, a required key absent.
-- ``missing_reason``: a ``Change`` row without a reason.
-- ``unexpected_value``: a value in a cell the table of §3 shows empty.
-- ``snapshot_time``: rows of one snapshot with different Times.
-- ``empty_snapshot_row``: an empty-Parameter snapshot row among other rows of its run.
-- ``duplicate_parameter``: a parameter twice in one snapshot.
-- ``end_count``: the ``End`` count differs from the rows before it.
-- ``data_after_end``: a non-blank line after ``End``.
-- ``missing_end``: no ``End`` row.
-- The sequence-rule codes of `parsers.assemble` (``second_interrogated_snapshot``...).
-
-Warning codes (`WarningLog`, errors with strict=True): ``unknown_key``,
-``unknown_record_word``, ``unknown_label``, ``unknown_detail_key``.
+Every error code this decoder raises (each at the line where the problem shows) is
+in the table of docs/formats.md §9.1, and its warning codes (`unknown_key`,
+`unknown_record_word`, `unknown_label`, `unknown_detail_key`; errors with
+strict=True) in docs/formats.md §10.
 """
 
 from __future__ import annotations
@@ -92,6 +52,7 @@ from decimal import (
     InvalidOperation,
     Rounded,
 )
+from struct import calcsize
 from types import MappingProxyType
 from typing import Final
 
@@ -111,6 +72,21 @@ from parsers.params import (
     ParamDef,
     ParamValue,
     ValueType,
+)
+from parsers.psl_binary_schema import (
+    DATE_FIELD,
+    END_FIELDS,
+    ENTRY_HEAD_FIELDS,
+    ENUM_FIELD,
+    FIXED_PAYLOAD_FIELDS,
+    HEADER_SIZE_V1_0,
+    RECORD_OVERHEAD,
+    SNAPSHOT_HEAD_FIELDS,
+    TEXT8_PREFIX,
+    TEXT16_PREFIX,
+    VALUE_FIELDS,
+    RecordType,
+    packer,
 )
 from parsers.records import (
     AlarmRec,
@@ -133,7 +109,7 @@ from parsers.wiretime import date_in_range, timestamp_in_range
 EXPORT_KEY: Final = "PSL Session Export"
 BOM_UTF8: Final = b"\xef\xbb\xbf"
 BOM_UTF16LE: Final = b"\xff\xfe"
-# Serial transfers pad the last XMODEM block with SUB (psl-binary-v1.md §6, CSV §5.10).
+# Serial transfers pad the last XMODEM block with SUB (docs/formats.md §6, CSV §5.10).
 SUB: Final = 0x1A
 
 TABLE_COLUMNS: Final = ("Time", "Record", "Parameter", "Value", "Previous Value", "Unit", "Detail")
@@ -174,7 +150,7 @@ LOCALES: Final = MappingProxyType(
     }
 )
 
-# CSV word -> session-json.md word (§3.2, §2).
+# CSV word -> docs/session-json.md word (§3.2, §2).
 ROLE_WORDS: Final = MappingProxyType(
     {
         "Unknown": "unknown",
@@ -248,7 +224,7 @@ U16_MAX: Final = 0xFFFF
 U32_MAX: Final = 0xFFFFFFFF
 I32_MIN: Final = -(2**31)
 I32_MAX: Final = 2**31 - 1
-# Texts with a u8 length prefix (SESSION_INFO, PATIENT payloads, psl-binary-v1.md §3).
+# Texts with a u8 length prefix (SESSION_INFO, PATIENT payloads, docs/formats.md §3).
 U8_TEXT_BYTES: Final = 0xFF
 UTC_OFFSET_MIN: Final = -720
 UTC_OFFSET_MAX: Final = 840
@@ -261,22 +237,33 @@ INT_RANGES: Final = MappingProxyType(
         ValueType.MINUTES: (0, MAX_MINUTE),
     }
 )
-# Binary value sizes for the 4 MiB check (psl-binary-v1.md §2.3); TEXT adds its bytes.
+# Binary sizes for the 4 MiB check (§5.4), all from the binary layouts of
+# `parsers.psl_binary_schema` (docs/formats.md §2.1-§2.3, §3).
+HEADER_BYTES: Final = HEADER_SIZE_V1_0
+FRAME_BYTES: Final = RECORD_OVERHEAD  # sync, type, length, seq, time, then the CRC
+END_PAYLOAD_BYTES: Final = packer(END_FIELDS).size
+_TEXT8_BYTES: Final = calcsize("<" + TEXT8_PREFIX)  # length prefix of a short text
+_TEXT16_BYTES: Final = calcsize("<" + TEXT16_PREFIX)  # length prefix of a NOTE's text
+_ENUM_BYTES: Final = calcsize("<" + ENUM_FIELD)
+_DATE_BYTES: Final = calcsize("<" + DATE_FIELD)
+# A value's bytes; TEXT adds its UTF-8 bytes to its length prefix.
 VALUE_SIZES: Final = MappingProxyType(
     {
-        ValueType.U32: 4,
-        ValueType.I32: 4,
-        ValueType.DATE: 2,
-        ValueType.ENUM: 1,
-        ValueType.TEXT: 1,
-        ValueType.BOOL: 1,
-        ValueType.MINUTES: 2,
-        ValueType.FLEX_STEP: 6,
+        **{kind: packer(layout).size for kind, layout in VALUE_FIELDS.items()},
+        ValueType.TEXT: _TEXT8_BYTES,
     }
 )
-HEADER_BYTES: Final = 96
-FRAME_BYTES: Final = 12  # sync, type, length, seq, time, crc
-END_PAYLOAD_BYTES: Final = 8
+_ENTRY_HEAD_BYTES: Final = packer(ENTRY_HEAD_FIELDS).size
+_SNAPSHOT_HEAD_BYTES: Final = packer(SNAPSHOT_HEAD_FIELDS).size
+# SESSION_INFO: operator_id, operator_role, clinic_id; PATIENT: id, name, birth_date.
+_SESSION_INFO_FIXED_BYTES: Final = 2 * _TEXT8_BYTES + _ENUM_BYTES
+_PATIENT_FIXED_BYTES: Final = 2 * _TEXT8_BYTES + _DATE_BYTES
+# PARAM_CHANGE: an entry head, the old and new values, then the reason.
+_PARAM_CHANGE_FIXED_BYTES: Final = _ENTRY_HEAD_BYTES + _ENUM_BYTES
+_REFILL_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.REFILL]).size
+_BOLUS_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.BOLUS]).size
+_ALARM_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.ALARM]).size
+_PUMP_STATUS_BYTES: Final = packer(FIXED_PAYLOAD_FIELDS[RecordType.PUMP_STATUS]).size
 
 # Exact decimal arithmetic: inputs have at most 2 x 30 digits, so 80 digits never round;
 # the traps turn any surprise into an exception instead of a silent rounding.
@@ -329,7 +316,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def decode(data: bytes, *, source: str, strict: bool = False) -> Session:
-    """Decode one CSV export (psl-csv-v1.md) into the normalized session."""
+    """Decode one CSV export (docs/format-psl-csv.md) into the normalized session."""
     check_file_size(len(data), source=source, position=Position("line", 1))
     text = _text_of(data, source)
     return _Decoder(source, WarningLog(source=source, strict=strict)).run(text)
@@ -1245,7 +1232,7 @@ class _Decoder:
         return text
 
     def ascii_field(self, line: int, text: str, what: str) -> str:
-        """A NUL-padded 12-byte ASCII header field (psl-binary-v1.md §2.1, §7.10)."""
+        """A NUL-padded 12-byte ASCII header field (docs/formats.md §2.1, §7.10)."""
         if not text.isascii() or "\x00" in text:
             raise self.fail("not_ascii", line, what, "ASCII text without NUL", _q(text))
         if len(text) > ASCII_FIELD_BYTES:
@@ -1261,9 +1248,7 @@ class _Decoder:
     # -- §5.4: what is accepted can be written as binary ----------------------------------
 
     def _check_binary_size(self, end_line: int) -> None:
-        size = HEADER_BYTES + FRAME_BYTES + END_PAYLOAD_BYTES
-        for rec in self.records:
-            size += FRAME_BYTES + _payload_size(rec)
+        size = binary_log_size(self.records)
         if size > MAX_FILE_BYTES:
             raise LimitExceeded(
                 "binary_too_large",
@@ -1274,6 +1259,14 @@ class _Decoder:
             )
 
 
+def binary_log_size(records: Sequence[Record]) -> int:
+    """Bytes of the binary log holding `records` (header, the records, the END record)."""
+    size = HEADER_BYTES + FRAME_BYTES + END_PAYLOAD_BYTES
+    for rec in records:
+        size += FRAME_BYTES + _payload_size(rec)
+    return size
+
+
 def _value_size(kind: ValueType, value: ParamValue) -> int:
     size = VALUE_SIZES[kind]
     if kind is ValueType.TEXT and isinstance(value, str):
@@ -1282,24 +1275,38 @@ def _value_size(kind: ValueType, value: ParamValue) -> int:
 
 
 def _payload_size(rec: Record) -> int:
-    """Payload bytes of the binary record (psl-binary-v1.md §3)."""
+    """Payload bytes of the binary record (docs/formats.md §3)."""
     if isinstance(rec, SessionInfoRec):
-        return 3 + len(rec.operator_id.encode("utf-8")) + len(rec.clinic_id.encode("utf-8"))
+        return (
+            _SESSION_INFO_FIXED_BYTES
+            + len(rec.operator_id.encode("utf-8"))
+            + len(rec.clinic_id.encode("utf-8"))
+        )
     if isinstance(rec, PatientRec):
-        return 4 + len(rec.patient_id.encode("utf-8")) + len(rec.patient_name.encode("utf-8"))
+        return (
+            _PATIENT_FIXED_BYTES
+            + len(rec.patient_id.encode("utf-8"))
+            + len(rec.patient_name.encode("utf-8"))
+        )
     if isinstance(rec, SnapshotRec):
-        return 2 + sum(3 + _value_size(e.value_type, e.value) for e in rec.entries)
+        return _SNAPSHOT_HEAD_BYTES + sum(
+            _ENTRY_HEAD_BYTES + _value_size(e.value_type, e.value) for e in rec.entries
+        )
     if isinstance(rec, ParamChangeRec):
         kind = rec.entry_old.value_type
-        return 4 + _value_size(kind, rec.entry_old.value) + _value_size(kind, rec.new)
+        return (
+            _PARAM_CHANGE_FIXED_BYTES
+            + _value_size(kind, rec.entry_old.value)
+            + _value_size(kind, rec.new)
+        )
     if isinstance(rec, RefillRec):
-        return 16
+        return _REFILL_BYTES
     if isinstance(rec, BolusRec):
-        return 7
+        return _BOLUS_BYTES
     if isinstance(rec, AlarmRec):
-        return 8
+        return _ALARM_BYTES
     if isinstance(rec, PumpStatusRec):
-        return 7
+        return _PUMP_STATUS_BYTES
     if isinstance(rec, NoteRec):
-        return 2 + len(rec.text.encode("utf-8"))
+        return _TEXT16_BYTES + len(rec.text.encode("utf-8"))
     return len(rec.payload)

@@ -1,12 +1,12 @@
 """Stage one of decoding: the records of a file, as the file states them.
 
-Both formats carry the same records (psl-binary-v1.md §3, psl-csv-v1.md §3). Each
+Both formats carry the same records (docs/formats.md §3, docs/format-psl-csv.md §3). Each
 decoder turns its bytes into a `RawHeader` and a list of these records, each with
 its position in the file; `parsers.assemble` then applies the sequence rules once
 for both formats and builds the `Session`. The fixture builder writes files from
 the same vocabulary, so a scenario is a header plus a record list.
 
-Enumerations are held as the words of session-json.md, already validated by the
+Enumerations are held as the words of docs/session-json.md, already validated by the
 decoder that read them (an out-of-table value is an error at its own field).
 
 Records are typed `NamedTuple`s, immutable like the frozen dataclasses of the
@@ -25,7 +25,7 @@ from parsers.params import ParamValue, ValueType
 
 
 class RawHeader(NamedTuple):
-    """The file-level facts: binary header (§2.1) or CSV metadata block (CSV §2)."""
+    """The file-level facts: binary header (§2.1) or CSV metadata block (docs/format-psl-csv.md §2)."""
 
     format_version: str
     programmer_model: str
@@ -135,7 +135,7 @@ class UnknownRec(NamedTuple):
     time_local: datetime | None
     type_code: int
     payload: bytes
-    # The CSV `Record` word a builder writes for it (an unknown word: CSV §5.7).
+    # The CSV `Record` word a builder writes for it (an unknown word: docs/format-psl-csv.md §5.7).
     csv_word: str = "Calibration"
 
 

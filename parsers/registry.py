@@ -1,8 +1,8 @@
-"""The format registry: which decoder reads these bytes (design.md, python-can style).
+"""The format registry: which decoder reads these bytes (docs/formats.md §8.1).
 
 Formats are chosen by content, never by file extension: the PSL binary signature
-(psl-binary-v1.md §2.1), or for CSV a BOM, a `sep=` first line or a first line
-starting `PSL Session Export` (psl-csv-v1.md §5.1). When nothing fits, the error
+(docs/formats.md §2.1), or for CSV a BOM, a `sep=` first line or a first line
+starting `PSL Session Export` (docs/format-psl-csv.md §5.1). When nothing fits, the error
 lists why each candidate refused. File size is checked against the 4 MiB limit
 before the file is read.
 """

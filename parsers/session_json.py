@@ -1,4 +1,4 @@
-"""The normalized session as the JSON document of session-json.md.
+"""The normalized session as the JSON document of docs/session-json.md.
 
 `pumptrail decode` prints it, the API serves it, replay compares it. Instants are
 ISO 8601 UTC with `Z` at seconds precision; dates `YYYY-MM-DD`; parameter values in
@@ -51,7 +51,7 @@ def _local_to_utc_text(session: Session) -> Callable[[datetime | None], str | No
 
 
 def value_json(value: ParamValue) -> JsonValue:
-    """A parameter value in canonical JSON form (session-json.md "Values")."""
+    """A parameter value in canonical JSON form (docs/session-json.md "Values")."""
     if isinstance(value, FlexStep):
         return {"start_minute": value.start_minute, "rate_ul_per_day": value.rate_ul_per_day}
     if isinstance(value, date):
@@ -66,7 +66,7 @@ def settings_json(settings: Mapping[str, ParamValue]) -> dict[str, JsonValue]:
 def event_json(
     event: Event, to_utc_text: Callable[[datetime | None], str | None]
 ) -> dict[str, Any]:
-    """An event as session-json.md writes it (`to_utc_text`: its session's converter)."""
+    """An event as docs/session-json.md writes it (`to_utc_text`: its session's converter)."""
     doc: dict[str, Any] = {"type": event.type, "time_utc": to_utc_text(event.time_local)}
     if isinstance(event, AlarmEvent):
         doc.update(
@@ -143,5 +143,5 @@ FORMAT_SPECIFIC_KEYS = frozenset({"source_format", "format_version", "warnings"}
 
 
 def comparable_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The document without the keys allowed to differ between formats (coding-rules §7.16)."""
+    """The document without the keys allowed to differ between formats (docs/coding-rules.md §7.16)."""
     return {key: value for key, value in document.items() if key not in FORMAT_SPECIFIC_KEYS}

@@ -1,9 +1,9 @@
-"""Timestamps and dates on the wire (psl-binary-v1.md §1).
+"""Timestamps and dates on the wire (docs/formats.md §1).
 
 A timestamp is u32 seconds since 2000-01-01T00:00:00 programmer-local time,
 0xFFFFFFFF meaning "not applicable"; a date is u16 days since 1900-01-01,
 0xFFFF meaning "not set". The CSV export must stay within the same ranges
-(psl-csv-v1.md §5.4), so both decoders check their instants here.
+(docs/format-psl-csv.md §5.4), so both decoders check their instants here.
 """
 
 from __future__ import annotations

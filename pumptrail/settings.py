@@ -1,6 +1,7 @@
 """Settings, declared once: name, type, default, help.
 
-Each declaration drives four things: the TOML config file, the environment variable
+Each declaration drives five things: the typed attribute of `Settings` that the
+commands read, the TOML config file, the environment variable
 `PUMPTRAIL_<NAME>`, the CLI flag `--<name>` (underscores as dashes) and the settings
 section of docs/operations.md (`pumptrail settings --markdown`). Precedence, lowest
 first: built-in default, config file, environment, command line.
@@ -15,18 +16,23 @@ import argparse
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from parsers.errors import PumptrailError
+
 ENV_PREFIX = "PUMPTRAIL_"
 CONFIG_ENV = "PUMPTRAIL_CONFIG"
 
 
-class SettingsError(Exception):
-    """A configuration value that cannot be used; names the source and the setting."""
+class SettingsError(PumptrailError):
+    """Raised when a configuration value cannot be used: a value of the wrong type or
+    negative, an unreadable config file, or an unknown name in it (the message names
+    the source and the setting). Also raised at import when `Settings` lacks a typed
+    attribute for a declared setting."""
 
 
 @dataclass(frozen=True)
@@ -117,40 +123,58 @@ SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings; `sources` says where each value came from."""
+    """Resolved settings, one typed attribute per declared setting.
 
-    values: Mapping[str, Any]
-    sources: Mapping[str, str] = field(default_factory=dict)
+    `sources` says where each value came from (`default`, `config FILE`,
+    `environment NAME`, `command line`). Every name in SETTINGS has an attribute
+    here of the declared kind: the module refuses to load otherwise.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.values["data_dir"])
-
-    @property
-    def db(self) -> str:
-        return str(self.values["db"])
-
-    @property
-    def inbox(self) -> Path:
-        return Path(self.values["inbox"])
-
-    @property
-    def archive(self) -> Path:
-        return Path(self.values["archive"])
-
-    @property
-    def quarantine(self) -> Path:
-        return Path(self.values["quarantine"])
+    data_dir: Path
+    db: str
+    inbox: Path
+    archive: Path
+    quarantine: Path
+    raw_store: Path
+    rules_dir: Path
+    poll_seconds: float
+    settle_seconds: float
+    serial_port: str
+    serial_baud: int
+    due_within_days: int
+    retry_max_seconds: float
+    outage_log_seconds: float
+    host: str
+    port: int
+    log_level: str
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
-    def raw_store(self) -> Path:
-        return Path(self.values["raw_store"])
+    def values(self) -> Mapping[str, Any]:
+        """Every setting by name, in declaration order (for listings and docs)."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
+
+
+def typed_attribute_problems() -> list[str]:
+    """Declared settings without a `Settings` attribute of their kind, and vice versa."""
+    # Annotations are strings here (postponed evaluation): compare by type name.
+    declared = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
+    problems = []
+    for setting in SETTINGS:
+        kind = declared.pop(setting.name, None)
+        if kind is None:
+            problems.append(f"setting {setting.name} has no attribute in Settings")
+        elif kind != setting.kind.__name__:
+            problems.append(
+                f"Settings.{setting.name} is {kind}, the setting is {setting.kind.__name__}"
+            )
+    problems.extend(f"Settings.{name} is not a declared setting" for name in declared)
+    return problems
+
+
+_PROBLEMS = typed_attribute_problems()
+if _PROBLEMS:
+    raise SettingsError("; ".join(_PROBLEMS))
 
 
 def _convert(setting: Setting, raw: Any, source: str) -> Any:
@@ -232,7 +256,7 @@ def load(
         if setting.derived and sources[setting.name] == "default":
             value = str(value).format(data_dir=data_dir)
         values[setting.name] = _convert(setting, value, sources[setting.name])
-    return Settings(values, sources)
+    return Settings(**values, sources=sources)
 
 
 def from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None) -> Settings:

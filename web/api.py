@@ -1,9 +1,11 @@
-"""The JSON API under `/api/` (issue "web view" item 5), documented at `/openapi.json`.
+"""The JSON API under `/api/` (docs/web.md "The JSON API"), documented at `/openapi.json`.
 
 - `GET /api/sessions`: the session list with the page's filters as query
-  parameters (`web.queries.SessionFilter`), keyset pages (`cursor`);
+  parameters (`web.queries.SessionFilter`), keyset pages (`cursor`); the
+  `procedure` and `flag` enumerations are the evidence room's
+  (`evidence.codes.ProcedureCode`, `evidence.flags.SessionFlag`);
 - `GET /api/sessions/{session_id}`: the stored evidence document of
-  session-json.md "Evidence", byte for byte as stored.
+  docs/session-json.md "Evidence", byte for byte as stored.
 
 Same login as the pages (the session cookie); without it the answer is 401 with
 a JSON body. Every answer is an export and is recorded in the audit log
@@ -24,6 +26,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db import audit
 from db.queries import evidence_document_text
+from evidence.codes import ProcedureCode
+from evidence.flags import SessionFlag
 from web.auth import SESSION_COOKIE
 from web.context import app_state, current_user, record
 from web.queries import (
@@ -86,8 +90,8 @@ class ChangeOut(BaseModel):
 
     parameter: str
     category: str
-    before: Any = Field(description="canonical value (session-json.md Values); null when unknown")
-    after: Any = Field(description="canonical value (session-json.md Values); null when unknown")
+    before: Any = Field(description="canonical value (docs/session-json.md §1); null when unknown")
+    after: Any = Field(description="canonical value (docs/session-json.md §1); null when unknown")
     when: Literal["in_session", "between_sessions", "reverted_in_session"]
     reason: str | None
     flags: list[str]
@@ -110,7 +114,7 @@ class DocumentationOut(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    """session-json.md "Evidence": one stored session's evidence document."""
+    """docs/session-json.md "Evidence": one stored session's evidence document."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -160,17 +164,6 @@ class SessionList(BaseModel):
     next_cursor: str | None
     prev_cursor: str | None
 
-
-ProcedureCode = Literal["62367", "62368", "62369", "62370", "95990", "95991"]
-SessionFlag = Literal[
-    "critical_alarm",
-    "battery_eri",
-    "changed_outside_sessions",
-    "discrepancy_over_threshold",
-    "no_prior_session",
-    "chain_gap",
-    "conflicting_exports",
-]
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "not logged in"}
@@ -284,7 +277,7 @@ def api_sessions(
         **UNAUTHORIZED,
         404: {"model": Problem, "description": "no such session, or no evidence yet"},
     },
-    summary="The evidence document of one session (session-json.md)",
+    summary="The evidence document of one session (docs/session-json.md)",
 )
 def api_session(
     request: Request,

@@ -1,4 +1,4 @@
-"""The web app factory: `create_app(settings_or_db_url, ...)` (issue "web view" item 1).
+"""The web app factory: `create_app(config)` on a `web.context.WebConfig` (docs/web.md).
 
 FastAPI with Jinja2 templates (autoescaped), one small hand-written stylesheet and
 one tiny script, no CDN. What every response gets:
@@ -20,15 +20,14 @@ A POST whose `Origin` names another site is refused before any route runs
 `/login?next=...`, an API request (and `/openapi.json`) gets 401 with a JSON body.
 
 The import pipeline writes the per-profile code index (table `evidence_codes`)
-with the evidence. At start the app checks it for rows written by other means (a
-bulk load) in a background thread, then every `sync_codes_seconds` (two
-index-only counts; work only when they differ).
+with the evidence. While the app runs, a `db.code_index.CodeIndexer` thread
+fills in rows written by other means (a bulk load): at start, then every
+`sync_codes_seconds` (two index-only counts; work only when they differ).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,7 +38,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
-import platformdirs
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -49,7 +47,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from db.engine import normalize_url, sqlite_path, write_transaction
+from db.code_index import CodeIndexer
 from db.migrate import open_database
 from evidence import Rules, load_rules
 from ingest.logging_setup import log_event
@@ -66,7 +64,6 @@ from web.context import (
     is_secure,
     render,
 )
-from web.queries import code_index_counts, index_sessions, unindexed
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("pumptrail.web.access")
@@ -96,124 +93,22 @@ def _software_version() -> str:
         return "unknown"
 
 
-def _config_from(settings_or_db_url: Any, overrides: dict[str, Any]) -> WebConfig:
-    """A WebConfig from `pumptrail.settings.Settings` (duck-typed) or a database URL."""
-    if isinstance(settings_or_db_url, WebConfig):
-        config = settings_or_db_url
-    elif isinstance(settings_or_db_url, str):
-        url = normalize_url(settings_or_db_url)
-        data_dir = overrides.pop("data_dir", None)
-        if data_dir is None:
-            path = sqlite_path(url)
-            data_dir = (
-                path.parent
-                if path is not None
-                else Path(platformdirs.user_data_dir("pumptrail", appauthor=False))
-            )
-        data_dir = Path(data_dir)
-        config = WebConfig(
-            db_url=settings_or_db_url,
-            data_dir=data_dir,
-            raw_store=Path(overrides.pop("raw_store", data_dir / "raw")),
-            inbox=Path(overrides.pop("inbox", data_dir / "inbox")),
-            quarantine=Path(overrides.pop("quarantine", data_dir / "quarantine")),
-        )
-    else:
-        settings = settings_or_db_url
-        config = WebConfig(
-            db_url=str(settings.db),
-            data_dir=Path(settings.data_dir),
-            raw_store=Path(settings.raw_store),
-            inbox=Path(settings.inbox),
-            quarantine=Path(settings.quarantine),
-            due_within_days=int(getattr(settings, "due_within_days", 14)),
-        )
-    if "version" not in overrides and config.version == "unknown":
-        overrides["version"] = _software_version()
-    return replace(config, **overrides) if overrides else config
-
-
-class CodeIndexer:
-    """Fills in `evidence_codes` now and then, in a daemon thread (see `web.queries`).
-
-    Each round first compares two index-only counts (about 70 ms at 1,000,000
-    sessions, no lock taken); only when they differ, and differ otherwise than at
-    the end of the previous round, are the missing sessions looked up and indexed,
-    in write transactions of `batch` sessions.
-    """
-
-    def __init__(
-        self, engine: Engine, every_s: float | None, default_profile: str, batch: int = 2000
-    ) -> None:
-        self.engine = engine
-        self.every_s = every_s
-        self.default_profile = default_profile
-        self.batch = batch
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._settled: tuple[int, int] | None = None
-
-    def run_once(self) -> int:
-        with self.engine.connect() as connection:
-            counts = code_index_counts(connection, self.default_profile)
-        if counts[0] == counts[1] or counts == self._settled:
-            return 0
-        total = 0
-        while not self._stop.is_set():
-            with self.engine.connect() as connection:
-                pks = unindexed(connection, self.batch)
-            if pks:
-                with write_transaction(self.engine) as connection:
-                    index_sessions(connection, pks)
-                total += len(pks)
-            if len(pks) < self.batch:
-                break
-        with self.engine.connect() as connection:
-            self._settled = code_index_counts(connection, self.default_profile)
-        if total:
-            log.info("code index: %d session(s) indexed", total)
-        return total
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception as exc:  # the index is a convenience: never kill the app
-                log.warning("code index repair failed: %s", type(exc).__name__)
-            if not self.every_s:
-                return
-            self._stop.wait(self.every_s)
-
-    def start(self) -> None:
-        if self.every_s is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="pumptrail-code-index", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-
 def create_app(
-    settings_or_db_url: Any,
+    config: WebConfig,
     *,
     rules: Rules | None = None,
     secret: str | None = None,
     engine: Engine | None = None,
-    **overrides: Any,
 ) -> FastAPI:
-    """The web app on a database.
+    """The web app of `config` (`WebConfig.for_database` derives one from a database URL).
 
-    `settings_or_db_url`: resolved `pumptrail.settings.Settings`, a `WebConfig`, or
-    a database URL (then `data_dir` defaults to the SQLite file's folder).
-    Keyword `overrides` set `WebConfig` fields (`idle_minutes`, `secure_cookies`,
-    `sync_codes_seconds` (None: never), `data_dir`, `raw_store`, `inbox`,
-    `quarantine`, `due_within_days`, `version`). `secret` defaults to the content of
-    `<data_dir>/web-secret`, created 0600 on first run.
+    `rules` default to `evidence.load_rules()`; `secret` to the content of
+    `<data_dir>/web-secret`, created 0600 on first run; `engine` to one opened on
+    `config.db_url` (and disposed of when the app stops). A config whose
+    `version` is "unknown" gets the installed package's version.
     """
-    config = _config_from(settings_or_db_url, dict(overrides))
+    if config.version == "unknown":
+        config = replace(config, version=_software_version())
     own_engine = engine is None
     engine = engine or open_database(config.db_url)
     rules = rules or load_rules()
@@ -249,7 +144,7 @@ def create_app(
         description=(
             "JSON API of the pumptrail web view. Log in with POST /login (form fields "
             "`username`, `password` and the `csrf_token` of GET /login), then send the "
-            "`pt_session` cookie. Evidence documents follow session-json.md."
+            "`pt_session` cookie. Evidence documents follow docs/session-json.md."
         ),
         openapi_url=None,
         docs_url=None,

@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from parsers.errors import PumptrailError
+
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE: Final = "pt_session"
@@ -48,8 +50,11 @@ REFRESH_AFTER_S: Final = 60
 LOGIN_FORM_MAX_AGE_S: Final = 3600
 
 
-class SecretError(Exception):
-    """The secret file cannot be created or read; the message names it."""
+class SecretError(PumptrailError):
+    """Raised by `load_secret` when `<data_dir>/web-secret` cannot be created or read.
+
+    Also when it holds fewer than 32 characters; the message names the file.
+    """
 
 
 def load_secret(data_dir: Path) -> str:

@@ -4,7 +4,7 @@ No JavaScript, no library: the page embeds the SVG text. Every string placed in
 the markup is escaped here, and the result is handed to Jinja2 as `Markup`.
 
 - Daily dose (µg/day) per drug is a step line: the end state of each session
-  (coding-rules.md §7.1) holds from the transmission (or the interrogation,
+  (docs/coding-rules.md §7.1) holds from the transmission (or the interrogation,
   without one) until the next session changes it.
 - Reservoir volume (mL) is a sawtooth: the interrogated volume, then the volume
   the session left (after a refill, the new volume), joined by straight lines

@@ -1,4 +1,7 @@
-"""Per-app state and per-request helpers: who is logged in, roles, CSRF, audit, templates.
+"""The app's configuration and state, and per-request helpers: login, roles, CSRF, audit.
+
+`WebConfig` is everything `web.app.create_app` needs (`WebConfig.for_database`
+derives one from a database URL); `AppState` is what the app keeps per process.
 
 Every route but `/login` and the static files goes through `current_user` (or
 `require`): without a valid session cookie a page request is redirected to the
@@ -14,14 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from starlette.responses import Response
 
 from db import audit
-from db.engine import write_transaction
+from db.engine import normalize_url, sqlite_path, write_transaction
 from evidence import Rules
+from parsers.errors import PumptrailError
 from web.auth import (
     CSRF_FIELD,
     LOGIN_COOKIE,
@@ -39,7 +44,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WebConfig:
-    """What the web app needs from the settings (`pumptrail.settings`), resolved."""
+    """What the web app needs: the database, its folders, login timeouts, the index repair."""
 
     db_url: str
     data_dir: Path
@@ -53,8 +58,36 @@ class WebConfig:
     # True: always Secure cookies; None: Secure when the request came over https.
     secure_cookies: bool | None = None
     # Seconds between repairs of the per-profile code index (0: only at start).
-    sync_codes_seconds: float = 60.0
+    sync_codes_seconds: float | None = 60.0
     version: str = "unknown"
+
+    @classmethod
+    def for_database(
+        cls, db_url: str, *, data_dir: Path | str | None = None, **fields: Any
+    ) -> WebConfig:
+        """The configuration of a web app on `db_url`, every folder under one data folder.
+
+        `data_dir` defaults to the SQLite file's folder (the platform's user data
+        folder for a server database); `raw_store`, `inbox` and `quarantine`
+        default to `raw`, `inbox` and `quarantine` in it. Other keyword `fields`
+        set the remaining fields (`idle_minutes`, `secure_cookies`,
+        `sync_codes_seconds`, `due_within_days`, `version`, ...).
+        """
+        if data_dir is None:
+            path = sqlite_path(normalize_url(db_url))
+            data_dir = (
+                path.parent
+                if path is not None
+                else Path(platformdirs.user_data_dir("pumptrail", appauthor=False))
+            )
+        folder = Path(data_dir)
+        for name, default in (
+            ("raw_store", folder / "raw"),
+            ("inbox", folder / "inbox"),
+            ("quarantine", folder / "quarantine"),
+        ):
+            fields[name] = Path(fields.get(name, default))
+        return cls(db_url=db_url, data_dir=folder, **fields)
 
 
 @dataclass
@@ -67,20 +100,31 @@ class AppState:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
-class LoginRequired(Exception):
-    """No valid session: a page redirects to /login, the API answers 401."""
+class LoginRequired(PumptrailError):
+    """Raised by `current_user` when a request carries no valid session cookie.
+
+    No cookie, a forged or expired one, a logged-out session or a disabled
+    account; `web.app` answers a page with a redirect to /login and the API (and
+    /openapi.json) with 401.
+    """
 
 
-class Forbidden(Exception):
-    """Logged in, but the role does not allow this (403)."""
+class Forbidden(PumptrailError):
+    """Raised by `require(role)` when the logged-in account's role is below `role`.
+
+    `web.app` answers 403: an error page, or a JSON body under /api/.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class CsrfRefused(Exception):
-    """A form without its CSRF token, or with a wrong one (403)."""
+class CsrfRefused(PumptrailError):
+    """Raised by `check_csrf` when a POST form lacks its CSRF token or carries a wrong one.
+
+    `web.app` answers 403 with the "Form refused" page; nothing of the form is done.
+    """
 
 
 def app_state(request: Request) -> AppState:

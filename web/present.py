@@ -1,10 +1,10 @@
 """What the pages show, in words and units a billing coder reads at a glance.
 
-Pure functions from the stored documents (session-json.md: the normalized session
+Pure functions from the stored documents (docs/session-json.md: the normalized session
 and its evidence) to small view models: value formatting in the parameter
-table's units (psl-binary-v1.md §4; volumes in mL, exact, by Decimal), labels of
-the words session-json.md fixes, the three-column settings table (prior
-programmed | interrogated | programmed, coding-rules.md §7.1 and §7.6) with each
+table's units (docs/formats.md §4; volumes in mL, exact, by Decimal), labels of
+the words docs/session-json.md fixes, the three-column settings table (prior
+programmed | interrogated | programmed, docs/coding-rules.md §7.1 and §7.6) with each
 changed cell marked by category, the change list with the reason, time and
 operator of each change, the codes per profile, the checklist split, the
 alarms critical first. No rule is decided here: every verdict comes from the
@@ -156,7 +156,7 @@ def param_category(name: str) -> str:
 
 
 def format_value(name: str, value: Any) -> str:
-    """A setting value in its unit (session-json.md "Values"); null is a dash."""
+    """A setting value in its unit (docs/session-json.md "Values"); null is a dash."""
     if value is None:
         return DASH
     definition = PARAMS_BY_NAME.get(name)
@@ -181,7 +181,7 @@ def format_value(name: str, value: Any) -> str:
 
 
 def local_time(utc_text: Any, offset_min: int) -> datetime | None:
-    """A session-json.md UTC instant (`...Z`) on the programmer's local clock."""
+    """A docs/session-json.md UTC instant (`...Z`) on the programmer's local clock."""
     if not isinstance(utc_text, str) or not utc_text.endswith("Z"):
         return None
     try:
@@ -233,7 +233,7 @@ def _change_events(document: Mapping[str, Any], parameter: str) -> list[Mapping[
 
 
 def change_views(document: Mapping[str, Any], evidence: Mapping[str, Any]) -> list[ChangeView]:
-    """The evidence's changes with the time and operator of each (session-json.md)."""
+    """The evidence's changes with the time and operator of each (docs/session-json.md)."""
     offset = int(document.get("utc_offset_min") or 0)
     operator = document.get("operator") or {}
     who = f"{operator.get('id', '?')} ({ROLE_LABELS.get(str(operator.get('role')), operator.get('role'))})"
@@ -307,7 +307,7 @@ class StateTable:
 
 
 def end_state(document: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Interrogated values overlaid with the programmed ones (coding-rules.md §7.1)."""
+    """Interrogated values overlaid with the programmed ones (docs/coding-rules.md §7.1)."""
     if document is None:
         return None
     state = dict(document.get("interrogated") or {})
@@ -465,7 +465,7 @@ class AlarmView:
 
 
 def alarm_views(evidence: Mapping[str, Any], offset_min: int) -> list[AlarmView]:
-    """The evidence's alarms (already critical first, coding-rules.md §4)."""
+    """The evidence's alarms (already critical first, docs/coding-rules.md §4)."""
     views = []
     for alarm in evidence.get("alarms") or ():
         code = str(alarm.get("alarm"))
@@ -526,7 +526,7 @@ def refill_view(evidence: Mapping[str, Any]) -> RefillView | None:
     over = "discrepancy_over_threshold" in (evidence.get("flags") or ())
     direction = ""
     if isinstance(discrepancy, int) and discrepancy != 0:
-        # coding-rules.md §4: less aspirated than expected suggests over-infusion or a
+        # docs/coding-rules.md §4: less aspirated than expected suggests over-infusion or a
         # previous pocket fill; more suggests under-infusion or a stall.
         direction = (
             "less aspirated than expected: over-infusion or a previous pocket fill?"

@@ -1,4 +1,4 @@
-"""Web accounts: create, list, change, authenticate (issue "web view" item 2).
+"""Web accounts: create, list, change, authenticate (docs/web.md "Accounts and roles").
 
 Roles are ordered: a `coder` sees the evidence, an `auditor` also the audit log
 and replay results, an `admin` also manages users and the quarantine. Passwords
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from db.models import utc_now
 from db.users import USERNAME_LEN, users
+from parsers.errors import PumptrailError
 
 ROLES: Final = ("coder", "auditor", "admin")
 _RANK: Final = {role: rank for rank, role in enumerate(ROLES)}
@@ -42,8 +43,12 @@ def _dummy_hash() -> str:
     return _hasher.hash("pumptrail: no such user")
 
 
-class AccountError(ValueError):
-    """A user name, role or password that cannot be used; the message says why."""
+class AccountError(PumptrailError, ValueError):
+    """Raised when an account cannot be added or changed; the message says why.
+
+    A user name, role or password that breaks the rules of this module, a name
+    already taken, or no such user.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,18 +9,24 @@ and exits 1.
 `audit show [--action A] [--actor U] [--since DATE] [--target T] [--limit N]
 [--json]` lists entries, oldest first (with `--limit`, the newest N). Entries
 hold no patient identifiers, so nothing is masked.
+
+Exit status 0; 1 when the chain is broken; 2 when `--head`, `--limit`, the
+settings or the database cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import date, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db import audit
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands import set_handler
+from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.errors import CommandError
+
+if TYPE_CHECKING:
+    from db.audit import AuditEntry
 
 SETTINGS = ("db", "data_dir")
 
@@ -36,7 +42,7 @@ def register(subparsers: Any) -> None:
         help="the head printed by an earlier verify: it must still be there, unchanged",
     )
     add_database_arguments(verify, SETTINGS)
-    verify.set_defaults(handler=run_verify)
+    set_handler(verify, run_verify)
 
     show = actions.add_parser("show", help="list audit entries, oldest first")
     show.add_argument("--action", metavar="A", help="only this action (import, login, ...)")
@@ -57,20 +63,17 @@ def register(subparsers: Any) -> None:
     )
     show.add_argument("--json", action="store_true", help="one JSON object per line instead")
     add_database_arguments(show, SETTINGS)
-    show.set_defaults(handler=run_show)
+    set_handler(show, run_show)
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from db import audit
+
     try:
         head = None if args.head is None else audit.parse_head(args.head)
     except ValueError as exc:
-        print(f"pumptrail audit verify: --head: {exc}", file=sys.stderr)
-        return 2
-    try:
-        engine = open_from_settings(resolve(args))
-    except CommandError as exc:
-        print(f"pumptrail audit verify: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--head: {exc}") from exc
+    engine = open_from_settings(resolve(args))
     try:
         with engine.connect() as connection:
             broken = audit.verify(connection, head=head)
@@ -88,14 +91,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from db import audit
+
     if args.limit < 0:
-        print("pumptrail audit show: --limit must not be negative", file=sys.stderr)
-        return 2
-    try:
-        engine = open_from_settings(resolve(args))
-    except CommandError as exc:
-        print(f"pumptrail audit show: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError("--limit must not be negative")
+    engine = open_from_settings(resolve(args))
     filters = audit.AuditFilter(
         action=args.action,
         actor=args.actor,
@@ -115,8 +115,10 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def entry_line(entry: audit.AuditEntry) -> str:
+def entry_line(entry: AuditEntry) -> str:
     """`ID  AT  ACTOR  ACTION  TARGET  DETAIL` on one line."""
+    from db import audit
+
     detail = json.dumps(entry.detail, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return (
         f"{entry.id:>6}  {audit.at_text(entry.at)}  {entry.actor}  {entry.action}  "
@@ -124,7 +126,9 @@ def entry_line(entry: audit.AuditEntry) -> str:
     )
 
 
-def entry_json(entry: audit.AuditEntry) -> str:
+def entry_json(entry: AuditEntry) -> str:
+    from db import audit
+
     return json.dumps(
         {
             "id": entry.id,

@@ -2,32 +2,41 @@
 
 Every command sets up an empty database by itself; a database at an older revision
 is upgraded only by `pumptrail db upgrade` (after a backup). `open_from_settings`
-is how the other commands open the database, with one-line errors.
+is how the other commands open the database, with one-line errors. Exit status 0,
+or 2 when the settings or the database cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from db.engine import DatabaseUrlError, make_engine, safe_url_text
-from db.migrate import SchemaError, current_revision, head_revision, open_database, upgrade
-from evidence import Rules, RulesError, load_rules
 from pumptrail import settings
+from pumptrail.commands import set_handler
+from pumptrail.errors import CommandError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from evidence import Rules
 
 DB_SETTINGS = ("db", "data_dir")
 
-
-class CommandError(Exception):
-    """A problem a command reports in one line on standard error (exit status 2)."""
+__all__ = [
+    "CommandError",
+    "add_database_arguments",
+    "load_clinic_rules",
+    "open_from_settings",
+    "register",
+    "resolve",
+]
 
 
 def _db_error(url: str, exc: SQLAlchemyError) -> CommandError:
+    from db.engine import DatabaseUrlError, safe_url_text
+
     original = getattr(exc, "orig", None) or exc
     first_line = str(original).strip().splitlines()[0] if str(original).strip() else repr(original)
     try:
@@ -39,6 +48,11 @@ def _db_error(url: str, exc: SQLAlchemyError) -> CommandError:
 
 def open_from_settings(resolved: settings.Settings) -> Engine:
     """The database named by the settings, at the newest revision (empty: set up now)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import DatabaseUrlError
+    from db.migrate import SchemaError, open_database
+
     try:
         return open_database(resolved.db)
     except (SchemaError, DatabaseUrlError) as exc:
@@ -49,13 +63,16 @@ def open_from_settings(resolved: settings.Settings) -> Engine:
 
 def load_clinic_rules(resolved: settings.Settings, folder: Path | None = None) -> Rules:
     """The evidence rules: built-in tables extended by the `rules_dir` folder (or `folder`)."""
+    from evidence import RulesError, load_rules
+
     try:
-        return load_rules(folder if folder is not None else Path(resolved.values["rules_dir"]))
+        return load_rules(folder if folder is not None else resolved.rules_dir)
     except RulesError as exc:
         raise CommandError(str(exc)) from exc
 
 
 def resolve(args: argparse.Namespace) -> settings.Settings:
+    """The settings of a parsed command line; a bad value is a CommandError (exit 2)."""
     try:
         return settings.from_args(args)
     except settings.SettingsError as exc:
@@ -72,14 +89,16 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)
     up = actions.add_parser("upgrade", help="upgrade the database to the newest revision")
     add_database_arguments(up, DB_SETTINGS)
-    up.set_defaults(handler=run_upgrade)
+    set_handler(up, run_upgrade)
     current = actions.add_parser("current", help="print the database's revision and the newest")
     add_database_arguments(current, DB_SETTINGS)
-    current.set_defaults(handler=run_current)
+    set_handler(current, run_current)
 
 
 def _engine(resolved: settings.Settings) -> Engine:
     """An engine on the `db` setting, not yet checked for its revision."""
+    from db.engine import DatabaseUrlError, make_engine
+
     try:
         return make_engine(resolved.db)
     except DatabaseUrlError as exc:
@@ -87,21 +106,22 @@ def _engine(resolved: settings.Settings) -> Engine:
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import safe_url_text
+    from db.migrate import SchemaError, current_revision, upgrade
+
+    resolved = resolve(args)
+    engine = _engine(resolved)
     try:
-        resolved = resolve(args)
-        engine = _engine(resolved)
-        try:
-            before = current_revision(engine)
-            after = upgrade(engine)
-        except SchemaError as exc:
-            raise CommandError(str(exc)) from exc
-        except SQLAlchemyError as exc:
-            raise _db_error(resolved.db, exc) from exc
-        finally:
-            engine.dispose()
-    except CommandError as exc:
-        print(f"pumptrail db upgrade: {exc}", file=sys.stderr)
-        return 2
+        before = current_revision(engine)
+        after = upgrade(engine)
+    except SchemaError as exc:
+        raise CommandError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise _db_error(resolved.db, exc) from exc
+    finally:
+        engine.dispose()
     where = safe_url_text(resolved.db)
     if before == after:
         print(f"database {where} is at revision {after}, the newest: nothing to do")
@@ -111,18 +131,19 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_current(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import safe_url_text
+    from db.migrate import current_revision, head_revision
+
+    resolved = resolve(args)
+    engine = _engine(resolved)
     try:
-        resolved = resolve(args)
-        engine = _engine(resolved)
-        try:
-            current = current_revision(engine)
-        except SQLAlchemyError as exc:
-            raise _db_error(resolved.db, exc) from exc
-        finally:
-            engine.dispose()
-    except CommandError as exc:
-        print(f"pumptrail db current: {exc}", file=sys.stderr)
-        return 2
+        current = current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise _db_error(resolved.db, exc) from exc
+    finally:
+        engine.dispose()
     head = head_revision()
     state = "the newest" if current == head else f"newest is {head}"
     print(f"database {safe_url_text(resolved.db)}: revision {current or 'none (empty)'} ({state})")

@@ -11,7 +11,8 @@ In a demo data folder (`./demo-data` unless `--data-dir` says otherwise) it:
    due) and the web view (`pumptrail serve`) in one process until Ctrl-C.
 
 `--once` imports what is in the inbox, prints the result and exits without the
-web view (what the tests run). Everything is synthetic: no real patient.
+web view (what the tests run), status 0, or 1 when the inbox did not empty in
+time. Everything is synthetic: no real patient.
 """
 
 from __future__ import annotations
@@ -23,17 +24,15 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db.migrate import open_database
-from evidence import load_rules
-from fixtures.binary_writer import Breakage, encode_binary
-from fixtures.csv_writer import Locale, encode_csv
-from fixtures.scenarios import pump_history
-from ingest.logging_setup import configure_logging
-from ingest.service import Service
 from pumptrail import __version__, settings
-from web.users import AccountError, add_user, find_user
+from pumptrail.commands import set_handler
+from pumptrail.errors import EXIT_PROBLEM, CommandError
+
+if TYPE_CHECKING:
+    from fixtures.csv_writer import Locale
+    from ingest.service import Service
 
 DEMO_ACCOUNTS = (
     ("coder.demo", "coder"),
@@ -61,11 +60,15 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="import the demo inbox, print the result and exit (no web view)",
     )
-    parser.set_defaults(handler=run)
+    set_handler(parser, run)
 
 
 def demo_exports(rng: random.Random) -> dict[str, bytes]:
     """A year of visits of three pumps, as a clinic's inbox would receive them."""
+    from fixtures.binary_writer import Breakage, encode_binary
+    from fixtures.csv_writer import encode_csv
+    from fixtures.scenarios import pump_history
+
     files: dict[str, bytes] = {}
     locales: tuple[Locale, ...] = ("ISO", "en-US", "de-DE")
     for pump_no in range(3):
@@ -93,6 +96,8 @@ def demo_exports(rng: random.Random) -> dict[str, bytes]:
 
 
 def _accounts(engine: Any) -> list[str]:
+    from web.users import AccountError, add_user, find_user
+
     lines = []
     with engine.begin() as connection:
         for username, role in DEMO_ACCOUNTS:
@@ -100,7 +105,7 @@ def _accounts(engine: Any) -> list[str]:
                 try:
                     add_user(connection, username, role, DEMO_PASSWORD)
                 except AccountError as exc:  # pragma: no cover - fixed, valid demo values
-                    raise SystemExit(f"pumptrail demo: {exc}") from exc
+                    raise CommandError(str(exc)) from exc
             lines.append(f"    {username:<14} {DEMO_PASSWORD}   ({role})")
     return lines
 
@@ -117,6 +122,12 @@ def _fill_inbox(inbox: Path, archive: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from db.migrate import open_database
+    from evidence import load_rules
+    from ingest.logging_setup import configure_logging
+    from ingest.service import Service
+    from pumptrail.commands.run import service_config
+
     data_dir = args.data_dir.resolve()
     resolved = settings.load(
         cli={
@@ -138,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = _accounts(engine)
     dropped = _fill_inbox(resolved.inbox, resolved.archive)
     rules = load_rules()
-    service = Service(resolved, rules)
+    service = Service(service_config(resolved), rules)
     service_thread = threading.Thread(
         target=service.run, kwargs={"install_signals": False}, name="pumptrail-service"
     )
@@ -149,10 +160,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             return _wait_and_report(service, resolved)
-        from pumptrail.commands.serve import serve_app
+        from pumptrail.commands.serve import serve_app, web_config
         from web.app import create_app
 
-        app = create_app(resolved, rules=rules, engine=engine, version=__version__)
+        app = create_app(web_config(resolved), rules=rules, engine=engine)
         print(f"  web view: http://{args.host}:{args.port}/   (Ctrl-C stops the demo)")
         print("  log in as one of:")
         print("\n".join(accounts))
@@ -173,8 +184,7 @@ def _wait_and_report(service: Service, resolved: settings.Settings, timeout_s: f
             break
         time.sleep(0.5)
     else:
-        print("pumptrail demo: the inbox did not empty in time", file=sys.stderr)
-        return 1
+        raise CommandError("the inbox did not empty in time", exit_status=EXIT_PROBLEM)
     counts = dict(sorted(service.watcher.counts.items()))
     print("  " + ", ".join(f"{value} {key}" for key, value in counts.items()))
     archived = sum(1 for p in resolved.archive.rglob("*") if p.is_file())

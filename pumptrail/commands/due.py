@@ -1,6 +1,6 @@
 """`pumptrail due [--json] [--show-patient]`: pumps due or overdue for a refill.
 
-The report of `ingest.due`: every pump whose latest session programmed a
+The report of `evidence.due` (`db.due.due_report`): every pump whose latest session programmed a
 low-reservoir alarm date or refill date within `due_within_days` days (setting,
 default 14) or already past. Overdue pumps come first; a pump holding baclofen
 is marked `WITHDRAWAL RISK`, since a missed intrathecal baclofen refill is an
@@ -15,17 +15,19 @@ import argparse
 import json
 import sys
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.due import RefillDue, due_report
+from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
-    CommandError,
     add_database_arguments,
     load_clinic_rules,
     open_from_settings,
     resolve,
 )
 from pumptrail.commands.evidence import table
+
+if TYPE_CHECKING:
+    from evidence.due import RefillDue
 
 SETTINGS = ("rules_dir", "db", "data_dir", "due_within_days")
 
@@ -43,18 +45,16 @@ def register(subparsers: Any) -> None:
         help="report as of this date (default: today's local date)",
     )
     add_database_arguments(parser, SETTINGS)
-    parser.set_defaults(handler=run)
+    set_handler(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        resolved = resolve(args)
-        rules = load_clinic_rules(resolved)
-        engine = open_from_settings(resolved)
-    except CommandError as exc:
-        print(f"pumptrail due: {exc}", file=sys.stderr)
-        return 2
-    within = int(resolved.values["due_within_days"])
+    from db.due import due_report
+
+    resolved = resolve(args)
+    rules = load_clinic_rules(resolved)
+    engine = open_from_settings(resolved)
+    within = resolved.due_within_days
     today = args.today or date.today()
     try:
         report = due_report(engine, today=today, within_days=within, rules=rules)

@@ -3,8 +3,10 @@
 By default a readable block per session: what changed (before, after, when, why),
 the code under every profile with its one-sentence counterfactual, the refill
 arithmetic, the flags, the supply lines and the documentation checklist. With
-`--json`, the array of session-json.md "Evidence", ordered by pump serial then
+`--json`, the array of docs/session-json.md "Evidence", ordered by pump serial then
 session start. Patient identifiers are not printed: the evidence has none.
+Exit status 0; 1 when `--session ID` names no stored session; 2 when the
+settings or the database cannot be used.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from db import queries
-from db.codec import loads
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
+from pumptrail.commands import set_handler
+from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 SETTINGS = ("db", "data_dir")
 UL = "µL"
@@ -33,18 +35,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--session", metavar="ID", help="only this session ID")
     parser.add_argument("--pump", metavar="SERIAL", help="only sessions of this pump serial")
     parser.add_argument(
-        "--json", action="store_true", help="print the JSON of session-json.md instead"
+        "--json", action="store_true", help="print the JSON of docs/session-json.md instead"
     )
     add_database_arguments(parser, SETTINGS)
-    parser.set_defaults(handler=run)
+    set_handler(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        engine = open_from_settings(resolve(args))
-    except CommandError as exc:
-        print(f"pumptrail evidence: {exc}", file=sys.stderr)
-        return 2
+    from db import queries
+    from db.codec import loads
+
+    engine = open_from_settings(resolve(args))
     try:
         with engine.connect() as connection:
             texts = queries.evidence_documents(
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n\n".join(render(doc) for doc in documents) if documents else "no sessions")
     if args.session is not None and not documents:
-        print(f"pumptrail evidence: no stored session {args.session}", file=sys.stderr)
-        return 1
+        raise CommandError(f"no stored session {args.session}", exit_status=EXIT_PROBLEM)
     return 0
 
 

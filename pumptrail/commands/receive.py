@@ -1,7 +1,7 @@
 """`pumptrail receive`: receive exports from a programmer dock over a serial line.
 
 `pumptrail receive --port DEVICE [--once] [--inbox DIR] [--baud N]` listens on the
-port (XMODEM-1K with CRC, 8N1, no flow control: psl-binary-v1.md §6) and writes
+port (XMODEM-1K with CRC, 8N1, no flow control: docs/formats.md §6) and writes
 each export into the inbox, where `pumptrail run` imports it
 (`ingest.serial_receiver`). Each received file's path is printed on standard
 output, one line each; log lines (key=value) go to standard error.
@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.logging_setup import configure_logging
-from ingest.serial_receiver import Received, SerialPortError, SerialReceiver, TransferFailed
 from pumptrail import settings
+from pumptrail.commands import set_handler
+from pumptrail.errors import EXIT_PROBLEM, CommandError
 
-PROG = "pumptrail receive"
+if TYPE_CHECKING:
+    from ingest.serial_receiver import Received, SerialReceiver
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "receive",
         help="receive exports from a programmer dock over a serial line (XMODEM-1K)",
-        description="Receive exports over a serial line into the inbox (psl-binary-v1.md §6).",
+        description="Receive exports over a serial line into the inbox (docs/formats.md §6).",
     )
     # --port and --baud are the serial_port / serial_baud settings under short names
     # (`--port` alone would clash with the web view's `port` setting elsewhere).
@@ -72,30 +72,28 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--config", help="TOML config file (env PUMPTRAIL_CONFIG)")
     settings.add_arguments(parser, names=("data_dir", "inbox", "log_level"))
-    parser.set_defaults(handler=run)
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return status
+    set_handler(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ingest.logging_setup import configure_logging
+    from ingest.serial_receiver import SerialPortError, SerialReceiver
+
+    resolved = settings.from_args(args)
     try:
-        resolved = settings.from_args(args)
-        configure_logging(str(resolved.values["log_level"]))
-    except (settings.SettingsError, ValueError) as exc:
-        return _fail(str(exc), 2)
-    port = str(resolved.values["serial_port"])
+        configure_logging(resolved.log_level)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    port = resolved.serial_port
     if not port:
-        return _fail("no serial port: give --port DEVICE or set serial_port", 2)
+        raise CommandError("no serial port: give --port DEVICE or set serial_port")
     if args.timeout is not None and args.timeout <= 0:
-        return _fail(f"--timeout must be positive, found {args.timeout:g}", 2)
+        raise CommandError(f"--timeout must be positive, found {args.timeout:g}")
     stop = threading.Event()
     receiver = SerialReceiver(
         port,
         resolved.inbox,
-        baud=int(resolved.values["serial_baud"]),
+        baud=resolved.serial_baud,
         timeout=float(args.timeout),
         stop_event=stop,
     )
@@ -107,21 +105,25 @@ def run(args: argparse.Namespace) -> int:
         receiver.serve(_print_received)
         return 0
     except SerialPortError as exc:
-        return _fail(str(exc), 2)
+        raise CommandError(str(exc)) from exc
     finally:
         receiver.close()
         _restore_signals(previous)
 
 
 def _receive_once(receiver: SerialReceiver, wait: float | None) -> int:
+    from ingest.serial_receiver import TransferFailed
+
     try:
         received = receiver.receive(wait=wait)
     except TransferFailed as exc:
-        return _fail(str(exc), 1)
+        raise CommandError(str(exc), exit_status=EXIT_PROBLEM) from exc
     if received is None:
         if receiver.stop_event.is_set() or wait is None:
             return 0  # interrupted while waiting
-        return _fail(f"{receiver.port_name}: no transfer within {wait:g} s", 1)
+        raise CommandError(
+            f"{receiver.port_name}: no transfer within {wait:g} s", exit_status=EXIT_PROBLEM
+        )
     _print_received(received)
     return 0
 

@@ -9,32 +9,36 @@ rewritten (a tampered, missing or undecodable raw file). 2 when the database,
 settings or rules cannot be used.
 
 `--fixtures DIR` checks a case folder of exports against its
-`expected-evidence.json` without any database (`ingest.replay_fixtures`);
+`expected-evidence.json` without any database (`ingest.replay.fixtures`);
 `--write-expected` writes that file from this version instead (review it).
+
+On a terminal (standard error a TTY, not under systemd) a progress bar on
+standard error shows pumps done, rate and time left (`pumptrail.progress`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db.audit import cli_actor
-from evidence import Rules, RulesError, load_rules
-from ingest.rawstore import RawStore
-from ingest.replay import UNREPAIRABLE, Difference, Replayer, counted
-from ingest.replay_fixtures import CaseError, check_case, write_expected
 from pumptrail import settings
+from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
-    CommandError,
     add_database_arguments,
     load_clinic_rules,
     open_from_settings,
     resolve,
 )
+from pumptrail.errors import EXIT_PROBLEM, CommandError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from evidence import Rules
+    from ingest.replay import Difference
 
 SETTINGS = ("db", "data_dir", "raw_store")
 MAX_LINES_PER_SUBJECT = 20
@@ -80,10 +84,12 @@ def register(subparsers: Any) -> None:
         "--rules-dir", metavar="DIR", type=Path, help="a clinic's rules folder (profiles, drugs)"
     )
     add_database_arguments(parser, SETTINGS)
-    parser.set_defaults(handler=run, apply=False)
+    set_handler(parser, run, apply=False)
 
 
 def _rules(args: argparse.Namespace, resolved: settings.Settings | None) -> Rules:
+    from evidence import RulesError, load_rules
+
     if resolved is None:
         try:
             return load_rules(args.rules_dir)
@@ -95,41 +101,50 @@ def _rules(args: argparse.Namespace, resolved: settings.Settings | None) -> Rule
 class LinePrinter:
     """Prints differences one line each, at most MAX_LINES_PER_SUBJECT per session or file."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
         self.seen: Counter[str] = Counter()
+        self.write = write or _print_line
 
     def __call__(self, difference: Difference) -> None:
         self.seen[difference.subject] += 1
         count = self.seen[difference.subject]
         if count <= MAX_LINES_PER_SUBJECT:
-            print(difference.line(), flush=True)
+            self.write(difference.line())
         elif count == MAX_LINES_PER_SUBJECT + 1:
-            print(f"{difference.subject}: further differences not shown", flush=True)
+            self.write(f"{difference.subject}: further differences not shown")
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.fixtures is not None:
         return run_fixtures(args)
     if args.write_expected:
-        print("pumptrail replay: --write-expected needs --fixtures DIR", file=sys.stderr)
-        return 2
-    try:
-        resolved = resolve(args)
-        rules = _rules(args, resolved)
-        engine = open_from_settings(resolved)
-    except CommandError as exc:
-        print(f"pumptrail replay: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError("--write-expected needs --fixtures DIR")
+    from db.audit import cli_actor
+    from ingest.rawstore import RawStore
+    from ingest.replay import UNREPAIRABLE, Replayer, counted
+    from pumptrail.progress import Progress
+
+    resolved = resolve(args)
+    rules = _rules(args, resolved)
+    engine = open_from_settings(resolved)
     try:
         replayer = Replayer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
-        result = replayer.run(
-            pump=args.pump, since=args.since, apply=args.apply, report=LinePrinter()
-        )
+        with Progress(None, unit="pumps") as progress:
+            result = replayer.run(
+                pump=args.pump,
+                since=args.since,
+                apply=args.apply,
+                report=LinePrinter(progress.write),
+                progress=progress.moved_to,
+            )
     finally:
         engine.dispose()
     if not result.pump_found:
-        print(f"pumptrail replay: no stored pump {args.pump}", file=sys.stderr)
-        return 1
+        raise CommandError(f"no stored pump {args.pump}", exit_status=EXIT_PROBLEM)
     for line in result.unchecked:
         print(line)
     print(result.summary())
@@ -146,25 +161,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_fixtures(args: argparse.Namespace) -> int:
+    from ingest.replay.fixtures import CaseError, check_case, write_expected
+
     if args.apply or args.pump is not None or args.since is not None:
-        print(
-            "pumptrail replay: --fixtures checks a case folder: no --apply, --pump or --since",
-            file=sys.stderr,
-        )
-        return 2
+        raise CommandError("--fixtures checks a case folder: no --apply, --pump or --since")
     try:
-        try:
-            resolved: settings.Settings | None = resolve(args)
-        except CommandError:
-            resolved = None  # no database is opened: its settings do not matter here
-        rules = _rules(args, resolved)
+        resolved: settings.Settings | None = resolve(args)
+    except CommandError:
+        resolved = None  # no database is opened: its settings do not matter here
+    rules = _rules(args, resolved)
+    try:
         if args.write_expected:
             report = write_expected(args.fixtures, rules)
         else:
             report = check_case(args.fixtures, rules)
-    except (CommandError, CaseError) as exc:
-        print(f"pumptrail replay: {exc}", file=sys.stderr)
-        return 2
+    except CaseError as exc:
+        raise CommandError(str(exc)) from exc
     printer = LinePrinter()
     for difference in report.differences:
         printer(difference)

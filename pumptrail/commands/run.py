@@ -5,20 +5,23 @@ file being imported is finished and moved, then the process exits 0. Log lines
 go to standard error as structured `key=value` lines (journald keeps them).
 Exit status 2 when the settings, the folders or the database schema cannot be
 used; a database that is merely unreachable is retried with back-off.
-See `ingest.service` and docs/operations.md.
+The service (`ingest.service`) gets its settings as a typed `ServiceConfig`
+built here (`service_config`). See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.logging_setup import configure_logging
-from ingest.service import Receiver, Service
 from pumptrail import settings
-from pumptrail.commands.db import CommandError, add_database_arguments, load_clinic_rules, resolve
+from pumptrail.commands import set_handler
+from pumptrail.commands.db import add_database_arguments, load_clinic_rules, resolve
+from pumptrail.errors import CommandError
+
+if TYPE_CHECKING:
+    from ingest.service import Receiver, ServiceConfig
 
 SETTINGS = (
     "data_dir",
@@ -44,31 +47,46 @@ def register(subparsers: Any) -> None:
         "run", help="run the service: import every export dropped into the inbox"
     )
     add_database_arguments(parser, SETTINGS)
-    parser.set_defaults(handler=run)
+    set_handler(parser, run)
+
+
+def service_config(resolved: settings.Settings) -> ServiceConfig:
+    """What the service needs of the settings, typed and frozen."""
+    from ingest.service import ServiceConfig
+
+    return ServiceConfig(
+        db_url=resolved.db,
+        inbox=resolved.inbox,
+        archive=resolved.archive,
+        quarantine=resolved.quarantine,
+        raw_store=resolved.raw_store,
+        poll_seconds=resolved.poll_seconds,
+        settle_seconds=resolved.settle_seconds,
+        retry_max_seconds=resolved.retry_max_seconds,
+        outage_log_seconds=resolved.outage_log_seconds,
+        due_within_days=resolved.due_within_days,
+        serial_port=resolved.serial_port,
+        serial_baud=resolved.serial_baud,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ingest.logging_setup import configure_logging
+    from ingest.service import Service
+
+    resolved = resolve(args)
+    rules = load_clinic_rules(resolved)
     try:
-        resolved = resolve(args)
-        rules = load_clinic_rules(resolved)
-    except CommandError as exc:
-        print(f"pumptrail run: {exc}", file=sys.stderr)
-        return 2
-    try:
-        configure_logging(str(resolved.values["log_level"]))
+        configure_logging(resolved.log_level)
     except ValueError as exc:
-        print(f"pumptrail run: setting log_level: {exc}", file=sys.stderr)
-        return 2
-    return Service(resolved, rules, receiver_factory=_serial_receiver).run()
+        raise CommandError(f"setting log_level: {exc}") from exc
+    return Service(service_config(resolved), rules, receiver_factory=_serial_receiver).run()
 
 
-def _serial_receiver(resolved: settings.Settings, stop: threading.Event) -> Receiver:
+def _serial_receiver(config: ServiceConfig, stop: threading.Event) -> Receiver:
     """The XMODEM receiver on the `serial_port` setting, writing into the inbox."""
     from ingest.serial_receiver import SerialReceiver
 
     return SerialReceiver(
-        str(resolved.values["serial_port"]),
-        resolved.inbox,
-        baud=int(resolved.values["serial_baud"]),
-        stop_event=stop,
+        config.serial_port, config.inbox, baud=config.serial_baud, stop_event=stop
     )

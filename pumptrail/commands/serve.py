@@ -6,7 +6,10 @@ other machines, and pass `--proxy-headers` so cookies are marked Secure). The
 database is opened (an empty one is set up), the signing secret is read from
 `<data_dir>/web-secret` (created 0600 on first run). uvicorn's access log is off:
 the app writes its own (`pumptrail.web.access`), naming route templates, never
-concrete paths or query strings, which may carry a patient ID.
+concrete paths or query strings, which may carry a patient ID. The app gets
+its settings as a typed `web.context.WebConfig` built here (`web_config`).
+Exit status 0 after Ctrl-C or SIGTERM, 2 when the settings, rules, database or
+signing secret cannot be used.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db.engine import safe_url_text
-from ingest.logging_setup import configure_logging
-from pumptrail import __version__
+from pumptrail import __version__, settings
+from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
-    CommandError,
     add_database_arguments,
     load_clinic_rules,
     open_from_settings,
     resolve,
 )
+from pumptrail.errors import CommandError
+
+if TYPE_CHECKING:
+    from web.context import WebConfig
 
 SETTINGS = (
     "data_dir",
@@ -69,38 +74,55 @@ def register(subparsers: Any) -> None:
         help="proxies trusted with --proxy-headers (default 127.0.0.1)",
     )
     add_database_arguments(parser, SETTINGS)
-    parser.set_defaults(handler=run)
+    set_handler(parser, run)
+
+
+def web_config(resolved: settings.Settings, **fields: Any) -> WebConfig:
+    """What the web view needs of the settings, typed and frozen; `fields` set the
+    web-only options (`idle_minutes`, `secure_cookies`...)."""
+    from web.context import WebConfig
+
+    return WebConfig(
+        db_url=resolved.db,
+        data_dir=resolved.data_dir,
+        raw_store=resolved.raw_store,
+        inbox=resolved.inbox,
+        quarantine=resolved.quarantine,
+        due_within_days=resolved.due_within_days,
+        version=__version__,
+        **fields,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here: every `pumptrail` command builds this parser, few serve.
-
+    from db.engine import safe_url_text
+    from ingest.logging_setup import configure_logging
     from web.app import create_app
     from web.auth import SecretError
 
+    resolved = resolve(args)
     try:
-        resolved = resolve(args)
-        configure_logging(str(resolved.values["log_level"]))
-        rules = load_clinic_rules(resolved)
-        if args.idle_minutes < 1:
-            raise CommandError("--idle-minutes: at least 1")
-        engine = open_from_settings(resolved)
-        try:
-            app = create_app(
+        configure_logging(resolved.log_level)
+    except ValueError as exc:
+        raise CommandError(f"setting log_level: {exc}") from exc
+    rules = load_clinic_rules(resolved)
+    if args.idle_minutes < 1:
+        raise CommandError("--idle-minutes: at least 1")
+    engine = open_from_settings(resolved)
+    try:
+        app = create_app(
+            web_config(
                 resolved,
-                rules=rules,
-                engine=engine,
-                version=__version__,
                 idle_minutes=args.idle_minutes,
                 secure_cookies=True if args.secure_cookies else None,
-            )
-        except SecretError as exc:
-            engine.dispose()
-            raise CommandError(str(exc)) from exc
-    except CommandError as exc:
-        print(f"pumptrail serve: {exc}", file=sys.stderr)
-        return 2
-    host, port = str(resolved.values["host"]), int(resolved.values["port"])
+            ),
+            rules=rules,
+            engine=engine,
+        )
+    except SecretError as exc:
+        engine.dispose()
+        raise CommandError(str(exc)) from exc
+    host, port = resolved.host, resolved.port
     print(
         f"pumptrail {__version__}: web view on http://{host}:{port}/ "
         f"(database {safe_url_text(resolved.db)})",

@@ -2,6 +2,7 @@
 
 `--markdown` prints the settings table of docs/operations.md, generated from the
 declarations in `pumptrail.settings` so the docs cannot drift from the code.
+Exit status 0, or 2 when a setting cannot be used.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 from typing import Any
 
 from pumptrail import settings
+from pumptrail.commands import set_handler
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +19,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", help="TOML config file (env PUMPTRAIL_CONFIG)")
     parser.add_argument("--markdown", action="store_true", help="print the docs table of settings")
     settings.add_arguments(parser)
-    parser.set_defaults(handler=run)
+    set_handler(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
     resolved = settings.from_args(args)
     width = max(len(s.name) for s in settings.SETTINGS)
     for s in settings.SETTINGS:
-        print(f"{s.name:<{width}}  {resolved.values[s.name]!s:<50}  ({resolved.sources[s.name]})")
+        value = getattr(resolved, s.name)
+        print(f"{s.name:<{width}}  {value!s:<50}  ({resolved.sources[s.name]})")
     return 0

@@ -2,11 +2,14 @@
 
 `user add NAME --role coder|auditor|admin` asks for the password twice on the
 terminal, or reads one line from standard input with `--password-stdin` (for
-scripts; nothing is echoed). Passwords are hashed with argon2id (`web.users`).
+scripts; nothing is echoed). Without a terminal on standard input and without
+`--password-stdin` it says so and exits 2 instead of waiting for a password
+nobody can type. Passwords are hashed with argon2id (`web.users`).
 Every add and change is recorded in the audit log (`user_add`, `user_change`)
 with the actor `cli:<os user>`, and a change ends the account's open browser
 sessions. Exit status 0, 1 when the account cannot be added or changed (the
-reason on standard error), 2 when the database or settings cannot be used.
+reason on standard error), 2 when the database or settings cannot be used or no
+password can be read.
 """
 
 from __future__ import annotations
@@ -16,20 +19,14 @@ import getpass
 import sys
 from typing import Any
 
-from db import audit
-from db.engine import write_transaction
-from pumptrail.commands.db import CommandError, add_database_arguments, open_from_settings, resolve
-from web.users import (
-    ROLES,
-    AccountError,
-    add_user,
-    list_users,
-    set_disabled,
-    set_password,
-    set_role,
-)
+from pumptrail.commands import set_handler
+from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 SETTINGS = ("db", "data_dir")
+# The roles of `web.users.ROLES`, here so that building the parser does not import
+# the web view (tests/pumptrail/test_cli.py checks that the two agree).
+ROLES = ("coder", "auditor", "admin")
 
 
 def register(subparsers: Any) -> None:
@@ -43,23 +40,23 @@ def register(subparsers: Any) -> None:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     add_database_arguments(add, SETTINGS)
-    add.set_defaults(handler=run_add)
+    set_handler(add, run_add)
 
     show = actions.add_parser("list", help="list the accounts")
     add_database_arguments(show, SETTINGS)
-    show.set_defaults(handler=run_list)
+    set_handler(show, run_list)
 
     role = actions.add_parser("set-role", help="change an account's role")
     role.add_argument("name", metavar="NAME")
     role.add_argument("role", choices=ROLES)
     add_database_arguments(role, SETTINGS)
-    role.set_defaults(handler=run_set_role)
+    set_handler(role, run_set_role)
 
     for verb, disabled in (("disable", True), ("enable", False)):
         sub = actions.add_parser(verb, help=f"{verb} an account (ends its sessions)")
         sub.add_argument("name", metavar="NAME")
         add_database_arguments(sub, SETTINGS)
-        sub.set_defaults(handler=run_disable, disabled=disabled)
+        set_handler(sub, run_disable, disabled=disabled)
 
     password = actions.add_parser("password", help="set an account's password")
     password.add_argument("name", metavar="NAME")
@@ -67,7 +64,7 @@ def register(subparsers: Any) -> None:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     add_database_arguments(password, SETTINGS)
-    password.set_defaults(handler=run_password)
+    set_handler(password, run_password)
 
 
 def read_password(from_stdin: bool) -> str:
@@ -75,23 +72,31 @@ def read_password(from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         return line.rstrip("\r\n")
+    if not _is_terminal(sys.stdin):
+        raise CommandError(
+            "standard input is not a terminal to ask for the password on: "
+            "pass --password-stdin and send the password as one line on standard input"
+        )
     first = getpass.getpass("Password: ")
     second = getpass.getpass("Password again: ")
     if first != second:
-        raise AccountError("the two passwords differ")
+        raise CommandError("the two passwords differ", exit_status=EXIT_PROBLEM)
     return first
 
 
-def _fail(action: str, exc: Exception, status: int) -> int:
-    print(f"pumptrail user {action}: {exc}", file=sys.stderr)
-    return status
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
 
 
 def _change(args: argparse.Namespace, action: str, change: Any, detail: dict[str, object]) -> int:
-    try:
-        engine = open_from_settings(resolve(args))
-    except CommandError as exc:
-        return _fail(action, exc, 2)
+    from db import audit
+    from db.engine import write_transaction
+    from web.users import AccountError
+
+    engine = open_from_settings(resolve(args))
     try:
         with write_transaction(engine) as connection:
             user = change(connection)
@@ -103,7 +108,7 @@ def _change(args: argparse.Namespace, action: str, change: Any, detail: dict[str
                 detail=detail,
             )
     except AccountError as exc:
-        return _fail(action, exc, 1)
+        raise CommandError(str(exc), exit_status=EXIT_PROBLEM) from exc
     finally:
         engine.dispose()
     print(f"user {user.username}: role {user.role}, {'disabled' if user.disabled else 'active'}")
@@ -111,10 +116,9 @@ def _change(args: argparse.Namespace, action: str, change: Any, detail: dict[str
 
 
 def run_add(args: argparse.Namespace) -> int:
-    try:
-        password = read_password(args.password_stdin)
-    except AccountError as exc:
-        return _fail("add", exc, 1)
+    from web.users import add_user
+
+    password = read_password(args.password_stdin)
     return _change(
         args,
         "add",
@@ -124,6 +128,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_set_role(args: argparse.Namespace) -> int:
+    from web.users import set_role
+
     return _change(
         args,
         "set-role",
@@ -133,6 +139,8 @@ def run_set_role(args: argparse.Namespace) -> int:
 
 
 def run_disable(args: argparse.Namespace) -> int:
+    from web.users import set_disabled
+
     verb = "disable" if args.disabled else "enable"
     return _change(
         args,
@@ -143,10 +151,9 @@ def run_disable(args: argparse.Namespace) -> int:
 
 
 def run_password(args: argparse.Namespace) -> int:
-    try:
-        password = read_password(args.password_stdin)
-    except AccountError as exc:
-        return _fail("password", exc, 1)
+    from web.users import set_password
+
+    password = read_password(args.password_stdin)
     return _change(
         args,
         "password",
@@ -156,10 +163,9 @@ def run_password(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    try:
-        engine = open_from_settings(resolve(args))
-    except CommandError as exc:
-        return _fail("list", exc, 2)
+    from web.users import list_users
+
+    engine = open_from_settings(resolve(args))
     try:
         with engine.connect() as connection:
             users = list_users(connection)

@@ -1,4 +1,4 @@
-"""The hash-chained audit log on SQLite and PostgreSQL (issue 6 items 3 and 5).
+"""The hash-chained audit log on SQLite and PostgreSQL.
 
 Tampering is simulated as an attacker would have to do it: the append-only
 triggers are dropped (SQLite) or disabled (PostgreSQL, `DISABLE TRIGGER USER`)

@@ -1,4 +1,4 @@
-"""`pumptrail audit verify` and `pumptrail audit show` (issue 6 item 3)."""
+"""`pumptrail audit verify` and `pumptrail audit show`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`pumptrail evidence`: the readable table and the JSON of session-json.md."""
+"""`pumptrail evidence`: the readable table and the JSON of docs/session-json.md."""
 
 from __future__ import annotations
 

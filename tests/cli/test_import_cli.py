@@ -108,3 +108,22 @@ def test_unusable_database_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     assert status == 2
     assert out == ""
     assert err.startswith("pumptrail import: unsupported database 'mysql'")
+
+
+def test_two_exports_with_one_name_from_two_folders_are_both_imported(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = history(24, visits=2)
+    a = write(tmp_path / "from-a", "export.psl", binary(first))
+    b = write(tmp_path / "from-b", "export.psl", binary(second))
+    raw = tmp_path / "raw"
+    argv = ["import", str(a.parent), str(b.parent), "--db", db_url, "--raw-store", str(raw)]
+    status, out, _ = run(argv, capsys)
+    assert status == 0
+    assert out.splitlines() == [
+        f"imported  {a}: session {first.header.session_id} (psl-binary)",
+        f"imported  {b}: session {second.header.session_id} (psl-binary)",
+        "2 files: 2 imported, 0 duplicate, 0 refused",
+    ]
+    # Both raw files are kept: two files in the raw store.
+    assert len([p for p in raw.rglob("*") if p.is_file()]) == 2

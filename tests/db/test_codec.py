@@ -66,7 +66,7 @@ def test_document_alone_rebuilds_the_same_document(seed: int) -> None:
     rebuilt = session_from_document(document)
     assert session_document(rebuilt) == document
     assert all(event.position == NO_POSITION for event in rebuilt.events)
-    # Alarm pump-clock times come back from the clock offset (psl-binary-v1.md §5).
+    # Alarm pump-clock times come back from the clock offset (docs/formats.md §5).
     for original, again in zip(session.events, rebuilt.events, strict=True):
         if isinstance(original, AlarmEvent) and original.occurred_local is not None:
             assert isinstance(again, AlarmEvent)

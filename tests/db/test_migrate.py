@@ -165,3 +165,37 @@ def test_two_processes_setting_up_one_empty_database_at_once_both_succeed(db_url
     for thread in threads:
         thread.join(timeout=60)
     assert outcomes == [head_revision(), head_revision()]
+
+
+def test_the_head_read_from_the_migration_files_is_alembics() -> None:
+    from db.migrate import packaged_head
+
+    assert packaged_head() == head_revision()
+
+
+def test_opening_a_current_database_needs_no_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'pumptrail.db'}"
+    open_database(url).dispose()
+    probe = (
+        "import sys\n"
+        "from db.migrate import open_database\n"
+        f"open_database({url!r}).dispose()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_a_database_behind_the_head_is_still_refused_by_open(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaError, match="run `pumptrail db upgrade`"):
+        open_database(db_url)

@@ -1,4 +1,4 @@
-"""Chain queries (coding-rules.md §7.5): prior session, history start, later sessions."""
+"""Chain queries (docs/coding-rules.md §7.5): prior session, history start, later sessions."""
 
 from __future__ import annotations
 

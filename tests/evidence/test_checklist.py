@@ -1,4 +1,4 @@
-"""The documentation checklist (coding-rules.md §5, §7.15)."""
+"""The documentation checklist (docs/coding-rules.md §5, §7.15)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CPT codes under every profile (coding-rules.md §2, §3, §7.8, §7.9)."""
+"""CPT codes under every profile (docs/coding-rules.md §2, §3, §7.8, §7.9)."""
 
 from __future__ import annotations
 

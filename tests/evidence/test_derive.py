@@ -1,4 +1,4 @@
-"""derive_evidence and the evidence document (session-json.md "Evidence", coding-rules.md §7.14)."""
+"""derive_evidence and the evidence document (docs/session-json.md "Evidence", docs/coding-rules.md §7.14)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The in-session and between-sessions diffs (coding-rules.md §7.1-7.4, §7.6, §7.9, §7.14)."""
+"""The in-session and between-sessions diffs (docs/coding-rules.md §7.1-7.4, §7.6, §7.9, §7.14)."""
 
 from __future__ import annotations
 

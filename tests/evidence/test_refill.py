@@ -1,4 +1,4 @@
-"""Refill arithmetic (coding-rules.md §4, §7.10-7.12)."""
+"""Refill arithmetic (docs/coding-rules.md §4, §7.10-7.12)."""
 
 from __future__ import annotations
 

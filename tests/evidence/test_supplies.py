@@ -1,4 +1,4 @@
-"""Drug supply lines (coding-rules.md §6, §7.13)."""
+"""Drug supply lines (docs/coding-rules.md §6, §7.13)."""
 
 from __future__ import annotations
 

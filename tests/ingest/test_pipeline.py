@@ -1,4 +1,4 @@
-"""The import pipeline against SQLite and PostgreSQL (issue 3 items 2-3, coding-rules.md §7.5, §7.16)."""
+"""The import pipeline against SQLite and PostgreSQL (docs/coding-rules.md §7.5, §7.16)."""
 
 from __future__ import annotations
 
@@ -655,3 +655,60 @@ def test_bulk_import_says_when_the_database_cannot_confirm_a_group_is_on_disk(
         # Importing again tells what the database kept.
         again = list(imp.import_many(items))
         assert [r.outcome for r in again] == ["duplicate", "refused", "duplicate"]
+
+
+# ---------------------------------------------------------------------------
+# Two exports under one file name (§7.16: files are told apart by their bytes)
+
+
+def stored_raw_rows(imp: Importer) -> list[tuple[str, str, str | None]]:
+    """(file name, status, session ID) of every `raw_files` row, in arrival order."""
+    with imp.engine.connect() as connection:
+        rows = connection.execute(
+            select(raw_files.c.name, raw_files.c.status, sessions.c.session_id)
+            .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
+            .order_by(raw_files.c.id)
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("group", [1, 4], ids=["one_by_one", "group_commit"])
+def test_two_exports_with_one_name_in_two_folders_are_both_imported(
+    db_url: str, tmp_path: Path, group: int
+) -> None:
+    first, second = history(44, visits=2)
+    a = write(tmp_path / "clinic-a", "visit.psl", binary(first))
+    b = write(tmp_path / "clinic-b", "visit.psl", binary(second))
+    with importer(db_url, tmp_path / "raw") as imp:
+        results = list(imp.import_paths([a.parent, b.parent], group=group))
+        assert [(r.name, r.outcome, r.session_id) for r in results] == [
+            (str(a), "imported", first.header.session_id),
+            (str(b), "imported", second.header.session_id),
+        ]
+        assert count(imp, sessions) == 2
+        assert count(imp, evidence) == 2
+        assert stored_raw_rows(imp) == [
+            (str(a), "imported", first.header.session_id),
+            (str(b), "imported", second.header.session_id),
+        ]
+        assert all(imp.store.contains(r.sha256 or "") for r in results)
+        assert results[0].sha256 != results[1].sha256
+
+
+def test_two_exports_offered_one_after_the_other_under_one_name_are_both_imported(
+    db_url: str, tmp_path: Path
+) -> None:
+    # The watcher names a file by its path in the inbox: a second drop of `visit.psl`
+    # (another visit, another session) carries the same name as the first.
+    first, second = history(45, visits=2)
+    with importer(db_url, tmp_path / "raw") as imp:
+        one = imp.import_bytes(binary(first), "visit.psl")
+        two = imp.import_bytes(csv(second), "visit.psl")
+        assert (one.outcome, one.session_id) == ("imported", first.header.session_id)
+        assert (two.outcome, two.session_id) == ("imported", second.header.session_id)
+        assert count(imp, sessions) == 2
+        assert stored_raw_rows(imp) == [
+            ("visit.psl", "imported", first.header.session_id),
+            ("visit.psl", "imported", second.header.session_id),
+        ]
+        assert imp.store.contains(one.sha256 or "") and imp.store.contains(two.sha256 or "")

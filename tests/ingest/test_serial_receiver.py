@@ -1,4 +1,4 @@
-"""The serial receiver against a real, independent sender (psl-binary-v1.md §6).
+"""The serial receiver against a real, independent sender (docs/formats.md §6).
 
 The sender is lrzsz's `sx -k` (XMODEM-1K, CRC when the receiver asks with `C`) on one
 end of a socat pty pair; the receiver is `ingest.serial_receiver` on the other.
@@ -49,6 +49,7 @@ from ingest.serial_receiver import (
     TransferFailed,
 )
 from parsers.registry import decode_bytes
+from pumptrail import cli
 from pumptrail.commands import receive as receive_command
 from tests.ingest.serial_line import (
     BLOCK_WIRE,
@@ -87,7 +88,7 @@ def csv_export() -> bytes:
 
 
 def binary_length(data: bytes) -> int:
-    """header_size + body_size (psl-binary-v1.md §2.1: u16 at 10, u32 at 86)."""
+    """header_size + body_size (docs/formats.md §2.1: u16 at 10, u32 at 86)."""
     (header_size,) = struct.unpack_from("<H", data, 10)
     (body_size,) = struct.unpack_from("<I", data, 86)
     return int(header_size + body_size)
@@ -580,8 +581,7 @@ def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pumptrail")
     receive_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    status: int = args.handler(args)
-    return status
+    return cli.dispatch(args)
 
 
 def test_cli_missing_port_is_one_line_and_status_2(

@@ -1,8 +1,8 @@
 """The CSV fixture writer (fixtures/csv_writer.py): conforming, exact, every dialect.
 
-The writer's files must decode back to the scenario they describe (psl-csv-v1.md
+The writer's files must decode back to the scenario they describe (docs/format-psl-csv.md
 preamble), and, where the binary writer exists, to the same session document as the
-binary export of that scenario (session-json.md).
+binary export of that scenario (docs/session-json.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The golden corpus: every export in fixtures/<format>/ decodes to its expectation.
 
-One parametrized test walks the folders (design.md "Habits"): `<case>.expected.json`
+One parametrized test walks the folders (docs/formats.md §11): `<case>.expected.json`
 is the session document, `<case>.error.json` the error (code, position, record and
 the one-line message). The corpus is also rebuilt from `fixtures/cases.py` and must
 match the files byte for byte, so every fixture can be rebuilt and explained.

@@ -1,4 +1,4 @@
-"""The PSL binary decoder against psl-binary-v1.md: every rule, its error code and offset."""
+"""The PSL binary decoder against docs/formats.md: every rule, its error code and offset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property tests of the PSL binary decoder (design.md "Habits"; Hypothesis).
+"""Property tests of the PSL binary decoder (docs/formats.md §7.2; Hypothesis).
 
 - The construct schema (the spec in code) and the fast decoder read the same
   records from generated files.

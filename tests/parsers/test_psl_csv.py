@@ -1,4 +1,4 @@
-"""The PSL CSV decoder (parsers/psl_csv.py) against psl-csv-v1.md.
+"""The PSL CSV decoder (parsers/psl_csv.py) against docs/format-psl-csv.md.
 
 The base file is the spec's §4 example (patient id made synthetic); the locale,
 delimiter and encoding tests use hand-written variants of one richer file, so the
@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import re
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
+from fixtures.binary_writer import encode_binary
+from fixtures.csv_writer import encode_csv
+from fixtures.scenarios import realistic_scenario
 from parsers import psl_csv
 from parsers.errors import DecodeError, LimitExceeded, StrictModeWarning, UnsupportedVersion
 from parsers.model import (
@@ -261,7 +266,7 @@ def test_spec_example_decodes_to_the_documented_session() -> None:
         "reservoir_volume": 40000,
         "low_reservoir_alarm_date": "2026-09-04",
     }
-    # Pump clock 09:35:02 read at 09:32:14: the pump runs 168 s ahead (binary §5).
+    # Pump clock 09:35:02 read at 09:32:14: the pump runs 168 s ahead (docs/formats.md §5).
     assert doc["pump_status"] == {"pump_clock_offset_s": 168, "firmware": "2.3", "battery": "ok"}
     assert doc["events"] == [
         {
@@ -868,6 +873,7 @@ ERROR_CASES = [
     ("second_interrogated_run", build([*LINES[:23], "2026-03-14 09:40:00,Interrogated,Catheter Volume,0.2,,mL,", *LINES[23:30], ",End,,15,,,"]), "second_interrogated_snapshot", 24, ("record 5 (SNAPSHOT)", "a second SNAPSHOT with phase 0")),
     ("refill_before_interrogation", build([*LINES[:16], LINES[23], *LINES[16:23], *LINES[24:]]), "before_interrogated_snapshot", 17, ("REFILL before the phase-0",)),
     ("change_after_programmed", build([*LINES[:25], *LINES[26:30], LINES[25], LINES[30]]), "change_after_programmed_snapshot", 30, ("PARAM_CHANGE after the phase-1",)),
+    ("second_programmed_run", build([*LINES[:28], "2026-03-14 09:43:40,Note,,split,,,", *LINES[28:30], ",End,,15,,,"]), "second_programmed_snapshot", 30, ("record 10 (SNAPSHOT)", "a second SNAPSHOT with phase 1")),
     ("no_interrogated", build([*LINES[:17], *LINES[22:23], *LINES[26:30], ",End,,6,,,"]), "missing_interrogated_snapshot", 23, ("no SNAPSHOT with phase 0",)),
 ]
 # fmt: on
@@ -882,9 +888,97 @@ def test_error(data: bytes, code: str, line: int, texts: tuple[str, ...]) -> Non
     expect_error(data, code, line, *texts)
 
 
+# --- numbers in the wrong shape for the file's locale (§1: decimal mark, no grouping) ---
+
+RICH_BY_LOCALE = {"ISO": RICH_ISO, "en-US": RICH_EN_US, "de-DE": RICH_DE_DE}
+
+
+def rich_changed(locale: str, line: int, old: str, new: str) -> bytes:
+    """The rich file of `locale` with `old` replaced by `new` on physical line `line`."""
+    lines = RICH_BY_LOCALE[locale].splitlines()
+    if lines[line - 1].count(old) != 1:
+        raise ValueError(f"{old!r} is not once on line {line}: {lines[line - 1]!r}")
+    lines[line - 1] = lines[line - 1].replace(old, new)
+    return build(lines)
+
+
+# (locale, line, old cell text, new cell text, what the message names, found text).
+# Every number cell of the table (Value, Previous Value, Detail items, the flex-step
+# rate) in every locale, with the other locales' decimal mark and with grouping.
+# fmt: off
+WRONG_LOCALE_NUMBERS = [
+    # ISO: '.' only, never ',' and no grouping.
+    ("ISO", 23, ",0.2,", ',"0,2",', "Value of 'Infusion Rate'", "'0,2'"),
+    ("ISO", 25, ",3.4,", ',"1,003.4",', "Value of 'Reservoir Volume'", "'1,003.4'"),
+    ("ISO", 25, ",3.4,", ',"1.003,4",', "Value of 'Reservoir Volume'", "'1.003,4'"),
+    ("ISO", 25, ",3.4,", ",1 003.4,", "Value of 'Reservoir Volume'", "'1 003.4'"),
+    ("ISO", 29, ",2.0,", ',"2,0",', "Previous Value of 'Drug 1 Daily Dose'", "'2,0'"),
+    ("ISO", 28, ",40.0,,", ',"40,0",,', "added volume (Value) of a Refill row", "'40,0'"),
+    ("ISO", 28, "Expected Residual=3.4|Aspirated=3.1|New Volume=40.0", '"Expected Residual=3,4|Aspirated=3.1|New Volume=40.0"', "Expected Residual", "'3,4'"),
+    ("ISO", 24, "06:30@0.48", '"06:30@0,48"', "Value of 'Flex Step 1' rate", "'0,48'"),
+    ("ISO", 35, "0.25", '"0,25"', "volume (Value) of a Bolus row", "'0,25'"),
+    # en-US: '.' as decimal mark; the US thousands separator ',' is refused.
+    ("en-US", 23, ",0.2,", ',"0,2",', "Value of 'Infusion Rate'", "'0,2'"),
+    ("en-US", 25, ",3.4,", ',"1,003.4",', "Value of 'Reservoir Volume'", "'1,003.4'"),
+    ("en-US", 25, ",3.4,", ',"1,003",', "Value of 'Reservoir Volume'", "'1,003'"),
+    ("en-US", 25, ",3.4,", ',"1.003,4",', "Value of 'Reservoir Volume'", "'1.003,4'"),
+    ("en-US", 29, ",2.0,", ',"2,0",', "Previous Value of 'Drug 1 Daily Dose'", "'2,0'"),
+    ("en-US", 28, ",40.0,,", ',"40,0",,', "added volume (Value) of a Refill row", "'40,0'"),
+    ("en-US", 28, "Aspirated=3.1", "Aspirated=3.1.0", "Aspirated", "'3.1.0'"),
+    ("en-US", 28, "Expected Residual=3.4|Aspirated=3.1|New Volume=40.0", '"Expected Residual=3.4|Aspirated=3.1|New Volume=4,000.0"', "New Volume", "'4,000.0'"),
+    ("en-US", 24, "06:30@0.48", '"06:30@0,48"', "Value of 'Flex Step 1' rate", "'0,48'"),
+    ("en-US", 35, "0.25", '"0,25"', "volume (Value) of a Bolus row", "'0,25'"),
+    # de-DE: ',' as decimal mark; '.' (the other marks' decimal, or German grouping) is refused.
+    ("de-DE", 23, ";0,2;", ";0.2;", "Value of 'Infusion Rate'", "'0.2'"),
+    ("de-DE", 22, ";2,0;", ";2.0;", "Value of 'Drug 1 Daily Dose'", "'2.0'"),
+    ("de-DE", 25, ";3,4;", ";1.003,4;", "Value of 'Reservoir Volume'", "'1.003,4'"),
+    ("de-DE", 25, ";3,4;", ";1.003;", "Value of 'Reservoir Volume'", "'1.003'"),
+    ("de-DE", 25, ";3,4;", ";1 003,4;", "Value of 'Reservoir Volume'", "'1 003,4'"),
+    ("de-DE", 25, ";3,4;", ";1,003.4;", "Value of 'Reservoir Volume'", "'1,003.4'"),
+    ("de-DE", 29, ";2,0;", ";2.0;", "Previous Value of 'Drug 1 Daily Dose'", "'2.0'"),
+    ("de-DE", 28, ";40,0;", ";40.0;", "added volume (Value) of a Refill row", "'40.0'"),
+    ("de-DE", 28, "Expected Residual=3,4", "Expected Residual=3.4", "Expected Residual", "'3.4'"),
+    ("de-DE", 28, "Aspirated=3,1", "Aspirated=3.1", "Aspirated", "'3.1'"),
+    ("de-DE", 28, "New Volume=40,0", "New Volume=40.000,0", "New Volume", "'40.000,0'"),
+    ("de-DE", 24, "06:30@0,48", "06:30@0.48", "Value of 'Flex Step 1' rate", "'0.48'"),
+    ("de-DE", 35, ";0,25;", ";0.25;", "volume (Value) of a Bolus row", "'0.25'"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("locale", "line", "old", "new", "what", "found"),
+    WRONG_LOCALE_NUMBERS,
+    ids=[f"{case[0]}-line{case[1]}-{case[3]}" for case in WRONG_LOCALE_NUMBERS],
+)
+def test_a_number_in_another_locales_shape_is_refused(
+    locale: str, line: int, old: str, new: str, what: str, found: str
+) -> None:
+    mark = "," if locale == "de-DE" else "."
+    expect_error(
+        rich_changed(locale, line, old, new),
+        "bad_number",
+        line,
+        f"line {line}: {what}: expected a number with decimal mark '{mark}' "
+        "and no thousands separators",
+        f"found {found}",
+    )
+
+
+@pytest.mark.parametrize("locale", sorted(RICH_BY_LOCALE))
+def test_the_rich_file_of_every_locale_decodes_before_its_numbers_are_broken(locale: str) -> None:
+    # The cases above change one cell of a file that decodes: the refusal is that cell's.
+    assert rich_session(RICH_BY_LOCALE[locale]).session_id == "0d5e2a8c-3b9f-4a7e-9c61-2f4b8d1e7a90"
+
+
 def test_every_documented_error_code_is_exercised() -> None:
-    documented = set(re.findall(r"``([a-z_]+)``", psl_csv.__doc__ or ""))
-    assert {"bad_encoding", "missing_end", "unknown_label"} <= documented
+    # The codes docs/formats.md gives the CSV: errors of format CSV or any (§9.1) and
+    # the CSV warnings (§10).
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text("utf-8")
+    errors, warnings = doc.split("### 9.1 Error codes")[1].split("## 10. Warnings")
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| (?:CSV|any) \|", errors, re.MULTILINE))
+    documented |= set(re.findall(r"^\| `([a-z_]+)` \| CSV \|", warnings, re.MULTILINE))
+    assert {"bad_encoding", "missing_end", "unknown_label", "duplicate_parameter"} <= documented
     elsewhere = {
         "unsupported_version",
         "file_too_large",
@@ -959,3 +1053,23 @@ def test_error_str_names_file_line_and_expected_versus_found() -> None:
         "expected one of 'mg/mL', 'mcg/mL', found 'g/L'"
     )
     assert info.value.as_dict()["position"] == {"kind": "line", "value": 19}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_binary_size_of_a_csv_file_is_that_of_its_binary_export(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # §5.4: the 4 MiB check counts the bytes the same records take as a binary log,
+    # with the record sizes of the binary layouts (docs/formats.md §2-§3).
+    scenario = realistic_scenario(random.Random(seed))
+    seen: list[list[object]] = []
+    real_assemble = psl_csv.assemble
+
+    def capture(header: object, records: list[object], **kwargs: object) -> Session:
+        seen.append(list(records))
+        return real_assemble(header, records, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psl_csv, "assemble", capture)
+    psl_csv.decode(encode_csv(scenario), source="t.csv")
+    (records,) = seen
+    assert psl_csv.binary_log_size(records) == len(encode_binary(scenario))  # type: ignore[arg-type]

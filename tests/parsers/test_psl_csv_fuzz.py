@@ -3,8 +3,8 @@
 Random bytes, truncations, byte flips, inserted CSV-significant characters and
 cell-level edits of good exports (every locale, delimiter and encoding) must either
 decode or raise a `parsers.errors.DecodeError` subclass: never UnicodeDecodeError,
-ValueError, IndexError, csv.Error, decimal exceptions or anything else (design.md
-"Property tests").
+ValueError, IndexError, csv.Error, decimal exceptions or anything else
+(docs/formats.md §9).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A scenario written as binary and as CSV (any locale, delimiter, encoding, line
 ending, padding) decodes to the session the scenario describes, and the two exports
 print the same document but for source_format, format_version and warnings
-(psl-csv-v1.md preamble, session-json.md).
+(docs/format-psl-csv.md preamble, docs/session-json.md).
 """
 
 from __future__ import annotations

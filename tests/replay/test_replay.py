@@ -1,4 +1,4 @@
-"""`pumptrail replay` against SQLite and PostgreSQL (issue 6 items 1, 2 and 5).
+"""`pumptrail replay` against SQLite and PostgreSQL.
 
 Each tamper test changes one stored thing the way someone with database or file
 access could, then checks that replay names it: which session or raw file, which
@@ -20,13 +20,14 @@ import pytest
 from sqlalchemy import Engine, delete, select, update
 
 import ingest.pipeline
-import ingest.replay
+import ingest.replay.replayer
 from db import audit
 from db.migrate import open_database
 from db.models import events, evidence, evidence_flags, raw_files, sessions, setting_values
 from evidence import load_rules
 from fixtures.scenario import Scenario
-from ingest.pipeline import Importer, Incoming
+from ingest.exports import Incoming
+from ingest.pipeline import Importer
 from ingest.rawstore import RawStore
 from ingest.replay import (
     ABSENT,
@@ -543,7 +544,7 @@ def test_upgrade_of_the_parser_is_reported_then_applied(
     stored: Stored, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Both the replay and the pipeline's row builders it reuses see the new version.
-    monkeypatch.setattr(ingest.replay, "PARSER_VERSION", "pumptrail-parsers/99")
+    monkeypatch.setattr(ingest.replay.replayer, "PARSER_VERSION", "pumptrail-parsers/99")
     monkeypatch.setattr(ingest.pipeline, "PARSER_VERSION", "pumptrail-parsers/99")
     status, lines = run(stored, capsys)
     assert status == 1

@@ -1,4 +1,4 @@
-"""`pumptrail replay --fixtures DIR` and the pump-year case folder (issue 6 item 4)."""
+"""`pumptrail replay --fixtures DIR` and the pump-year case folder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from evidence import default_rules
 from fixtures import replay_build
 from fixtures.binary_writer import encode_binary
 from fixtures.csv_writer import encode_csv
-from ingest.replay_fixtures import EXPECTED_FILE, case_exports, check_case, derive_case
+from ingest.replay.fixtures import EXPECTED_FILE, case_exports, check_case, derive_case
 from pumptrail.cli import main
 from tests.ingest.exports import history, with_other_note
 

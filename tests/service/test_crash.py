@@ -1,4 +1,4 @@
-"""kill -9 at random moments during a stream of drops: nothing lost, nothing doubled (issue item 4).
+"""kill -9 at random moments during a stream of drops: nothing lost, nothing doubled.
 
 The service is started, files are dropped while it runs (most written under a
 temporary name and renamed, some written in place in two halves like a slow

@@ -12,15 +12,16 @@ from typing import Any
 
 import pytest
 
-from db.due import LatestSession, latest_sessions
+from db.due import LatestSession, due_report, latest_sessions
+from evidence.due import is_withdrawal_risk, refills_due
 from fixtures.binary_writer import encode_binary
 from fixtures.scenario import Scenario
 from fixtures.scenarios import pump_history
-from ingest.due import due_report, is_withdrawal_risk, refills_due
 from ingest.pipeline import Importer
 from ingest.service import Service
 from parsers.registry import decode_bytes
 from pumptrail import cli, settings
+from pumptrail.commands.run import service_config
 from tests.ingest.exports import importer, rules
 
 TODAY = date(2026, 5, 1)
@@ -260,7 +261,7 @@ def test_the_daily_job_logs_overdue_pumps_without_patient_data(
     today = refill + timedelta(days=1)
     expected = expected_due(histories, today, 14)
     resolved = settings.load(environ={"PUMPTRAIL_DATA_DIR": str(tmp_path)}, config_file=None)
-    service = Service(resolved, rules(), today=lambda: today)
+    service = Service(service_config(resolved), rules(), today=lambda: today)
     caplog.set_level(logging.INFO, logger="ingest.service")
     try:
         service.due_job()

@@ -1,4 +1,4 @@
-"""No patient identifier in the logs of an import (issue item 6).
+"""No patient identifier in the logs of an import.
 
 The whole fixture corpus (binary and CSV, good and broken) is imported twice:
 with `pumptrail import` (in-process, every log record at DEBUG level captured,

@@ -1,4 +1,4 @@
-"""The settings section of docs/operations.md is generated and up to date (issue item 1)."""
+"""The settings section of docs/operations.md is generated and up to date."""
 
 from __future__ import annotations
 

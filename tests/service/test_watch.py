@@ -265,6 +265,61 @@ def test_a_name_clash_in_the_archive_gets_the_hash_and_overwrites_nothing(env: E
     assert len(files(month)) == 3
 
 
+def stored_raw_names(env: Env) -> list[tuple[str, str, str | None]]:
+    """(name, status, session ID) of every `raw_files` row, in arrival order."""
+    with env.importer.engine.connect() as connection:
+        rows = connection.execute(
+            select(raw_files.c.name, raw_files.c.status, sessions.c.session_id)
+            .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
+            .order_by(raw_files.c.id)
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def test_two_exports_dropped_one_after_the_other_under_one_name_are_both_imported(
+    env: Env,
+) -> None:
+    # Another visit's export saved under the name of the last one: other bytes, other
+    # session, so it is imported, not taken for the file already archived.
+    first = realistic_scenario(random.Random(11))
+    second = realistic_scenario(random.Random(12))
+    watcher = env.watcher()
+    env.put("visit.psl", encode_binary(first))
+    (one,) = poll_twice(watcher, env.clock)
+    env.put("visit.psl", encode_csv(second))
+    (two,) = poll_twice(watcher, env.clock)
+    assert [h.result.outcome for h in (one, two) if h.result] == ["imported", "imported"]
+    assert [h.result.session_id for h in (one, two) if h.result] == [
+        first.header.session_id,
+        second.header.session_id,
+    ]
+    assert [h.disposition for h in (one, two)] == ["archived", "archived"]
+    assert env.count(sessions) == 2
+    assert stored_raw_names(env) == [
+        ("visit.psl", "imported", first.header.session_id),
+        ("visit.psl", "imported", second.header.session_id),
+    ]
+    assert all(env.importer.store.contains(h.result.sha256 or "") for h in (one, two) if h.result)
+    assert files(env.inbox) == []
+
+
+def test_two_exports_with_one_name_in_two_inbox_folders_are_both_imported(env: Env) -> None:
+    first = realistic_scenario(random.Random(13))
+    second = realistic_scenario(random.Random(14))
+    env.put("ward-a/visit.psl", encode_binary(first))
+    env.put("ward-b/visit.psl", encode_binary(second))
+    handled = poll_twice(env.watcher(), env.clock)
+    assert [(h.name, h.result.outcome) for h in handled if h.result] == [
+        ("ward-a/visit.psl", "imported"),
+        ("ward-b/visit.psl", "imported"),
+    ]
+    assert env.count(sessions) == 2
+    assert stored_raw_names(env) == [
+        ("ward-a/visit.psl", "imported", first.header.session_id),
+        ("ward-b/visit.psl", "imported", second.header.session_id),
+    ]
+
+
 def test_a_crash_after_the_commit_before_the_move_reimports_as_a_duplicate(env: Env) -> None:
     data = export(1)
     path = env.put("a.psl", data)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from db.code_index import sync_codes
 from db.engine import write_transaction
 from db.migrate import open_database
 from tests.web.support import PASSWORD, DemoData, add_account, build_database, csrf_of
-from web.queries import sync_codes
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -27,6 +27,7 @@ with warnings.catch_warnings():
 from fastapi import FastAPI
 
 from web.app import create_app
+from web.context import WebConfig
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -66,9 +67,10 @@ def engine(data: DemoData) -> Iterator[Engine]:
 
 @pytest.fixture
 def app(data: DemoData, engine: Engine) -> FastAPI:
-    return create_app(
-        data.url, data_dir=data.root, secret=SECRET, sync_codes_seconds=None, version="test"
+    config = WebConfig.for_database(
+        data.url, data_dir=data.root, sync_codes_seconds=None, version="test"
     )
+    return create_app(config, secret=SECRET)
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> None:

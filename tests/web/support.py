@@ -4,6 +4,8 @@
   pipeline with synthetic pump histories (`fixtures.scenarios.pump_history`,
   written by `fixtures.binary_writer.encode_binary`, some also as CSV);
 - `add_account`: a web account;
+- `served_routes`: every route an app serves, routers included (for the
+  route walks of the login and CSRF tests);
 - `LiveServer`: uvicorn serving the app on a free 127.0.0.1 port in a thread;
 - `chromium`: Debian's headless Chromium through Selenium and
   `/usr/bin/chromedriver` (never a downloaded browser), or the reason it cannot run.
@@ -19,7 +21,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from db.engine import write_transaction
 from db.migrate import open_database
@@ -187,3 +191,23 @@ def chromium(download_dir: Path, *, width: int = 1400, height: int = 1000) -> It
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def served_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:
+    """(full path, route) of every endpoint route the app serves, routers included.
+
+    FastAPI may keep an included router as one entry of `app.routes` (an
+    included-router node holding the original router and the prefix): the walk
+    goes into it, so a page added to any router of the app is found.
+    """
+
+    def walk(routes: Iterable[BaseRoute], prefix: str) -> Iterator[tuple[str, APIRoute]]:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                context = getattr(route, "include_context", None)
+                yield from walk(inner.routes, prefix + str(getattr(context, "prefix", "")))
+            elif isinstance(route, APIRoute):
+                yield prefix + route.path, route
+
+    return list(walk(app.routes, ""))

@@ -10,9 +10,9 @@ from sqlalchemy import Engine
 
 from db import audit
 from db.queries import evidence_document_text
+from evidence.codes import DECISION_TABLE, PROCEDURE_CODES
+from evidence.flags import SESSION_FLAGS
 from tests.web.support import DemoData
-from web.api import ProcedureCode, SessionFlag
-from web.queries import PROCEDURES, SESSION_FLAGS
 
 
 def exports(engine: Engine) -> list[audit.AuditEntry]:
@@ -128,9 +128,32 @@ def test_the_openapi_document_describes_the_api(coder: TestClient) -> None:
     assert any(s["type"] == "apiKey" and s["in"] == "cookie" for s in schemes.values())
 
 
-def test_the_documented_enumerations_match_the_queries() -> None:
-    assert typing.get_args(ProcedureCode) == PROCEDURES
-    assert typing.get_args(SessionFlag) == SESSION_FLAGS
+def test_the_documented_enumerations_are_the_evidence_rooms(coder: TestClient) -> None:
+    """The API offers exactly the codes and flags the evidence room can write."""
+    assert set(DECISION_TABLE.values()) == set(PROCEDURE_CODES)
+    document = coder.get("/openapi.json").json()
+    parameters = {
+        p["name"]: p["schema"] for p in document["paths"]["/api/sessions"]["get"]["parameters"]
+    }
+
+    def enum_of(schema: dict[str, typing.Any]) -> list[str]:
+        for choice in schema.get("anyOf", [schema]):
+            if "enum" in choice:
+                return list(choice["enum"])
+            if "items" in choice:
+                return enum_of(choice["items"])
+        raise AssertionError(f"no enum in {schema}")
+
+    assert enum_of(parameters["procedure"]) == list(PROCEDURE_CODES)
+    assert enum_of(parameters["flag"]) == list(SESSION_FLAGS)
+
+
+def test_the_list_page_offers_the_evidence_rooms_codes_and_flags(coder: TestClient) -> None:
+    page = coder.get("/sessions").text
+    for code in PROCEDURE_CODES:
+        assert f'<option value="{code}"' in page
+    for flag in SESSION_FLAGS:
+        assert f'value="{flag}"' in page
 
 
 def test_list_dates_are_iso_dates_only(coder: TestClient) -> None:

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from db import audit
 from db.engine import write_transaction
 from tests.web.conftest import login
-from tests.web.support import PASSWORD, DemoData, csrf_of
-from web import api, views
+from tests.web.support import PASSWORD, DemoData, csrf_of, served_routes
 from web.auth import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_secret
 from web.users import AccountError, add_user, authenticate, set_disabled
 
@@ -58,6 +56,48 @@ def test_an_api_request_without_login_gets_401(anonymous: TestClient, path: str)
     assert response.status_code == 401
     assert response.json() == {"detail": "not logged in"}
     assert "WWW-Authenticate" in response.headers
+
+
+# Routes anyone may open: the login form and its POST (and the static files, a mount).
+ANONYMOUS_ROUTES = {("GET", "/login"), ("POST", "/login")}
+
+
+def test_every_route_but_the_login_page_needs_a_login(
+    app: FastAPI, anonymous: TestClient, engine: Engine
+) -> None:
+    """Walks the app's routes: a page added without the login dependency fails here."""
+    walked = [
+        (method, path)
+        for path, route in served_routes(app)
+        for method in sorted(route.methods or ())
+        if method != "HEAD"
+    ]
+    assert {
+        ("GET", "/"),
+        ("GET", "/sessions/{session_id}/packet.pdf"),
+        ("GET", "/raw/{sha256}"),
+        ("GET", "/due"),
+        ("GET", "/admin/users"),
+        ("POST", "/imports/requeue"),
+        ("GET", "/api/sessions/{session_id}"),
+        ("GET", "/openapi.json"),
+    } <= set(walked)
+    assert set(walked) >= ANONYMOUS_ROUTES
+    with engine.connect() as connection:
+        before = audit.current_head(connection)
+    for method, template in walked:
+        if (method, template) in ANONYMOUS_ROUTES:
+            continue
+        path = re.sub(r"\{[^}]+\}", "x", template)
+        response = anonymous.request(method, path, follow_redirects=False)
+        if path.startswith("/api/") or path == "/openapi.json":
+            assert response.status_code == 401, (method, template)
+            assert response.json() == {"detail": "not logged in"}, (method, template)
+        else:
+            assert response.status_code == 303, (method, template)
+            assert response.headers["location"].startswith("/login?next="), (method, template)
+    with engine.connect() as connection:
+        assert audit.current_head(connection) == before  # nothing was recorded
 
 
 def test_the_stylesheet_needs_no_login(anonymous: TestClient) -> None:
@@ -323,12 +363,12 @@ def test_navigation_shows_what_the_role_may_open(client_for: Callable[[str], Tes
 
 
 def _post_routes(app: FastAPI) -> list[str]:
-    """POST routes of the app and of the routers it includes."""
-    paths = []
-    for route in [*app.routes, *views.router.routes, *api.router.routes]:
-        if isinstance(route, APIRoute) and "POST" in (route.methods or ()):
-            paths.append(re.sub(r"\{[^}]+\}", "adam", route.path))
-    return paths
+    """POST routes the app serves (routers included), path parameters filled in."""
+    return [
+        re.sub(r"\{[^}]+\}", "adam", path)
+        for path, route in served_routes(app)
+        if "POST" in (route.methods or ())
+    ]
 
 
 def test_every_post_route_refuses_a_form_without_its_csrf_token(

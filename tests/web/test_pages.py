@@ -121,7 +121,7 @@ def test_profiles_give_different_answers_for_a_refill(
     coder: TestClient, data: DemoData, engine: Engine
 ) -> None:
     # A refill whose only writes are reservoir bookkeeping: 9599x under rate-dose,
-    # 6236x under any-setting (coding-rules.md §3).
+    # 6236x under any-setting (docs/coding-rules.md §3).
     session_id = session_with(
         engine,
         data,

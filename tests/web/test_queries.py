@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, func, select
 
+from db import code_index
+from db.code_index import CodeIndexer
 from db.engine import write_transaction
 from db.models import evidence, evidence_flags, pumps, sessions
 from db.queries import EvidenceRecord, replace_evidence
 from db.users import evidence_codes
 from tests.web.support import DemoData
-from web import queries
-from web.app import CodeIndexer
-from web.queries import BadCursor, Cursor, SessionFilter, list_sessions
+from web.queries import BadCursor, Cursor, SessionFilter, list_sessions, listing
 
 DEFAULT = "rate-dose"
 
@@ -143,8 +143,8 @@ def test_every_plan_finds_exactly_the_matching_sessions(
     if forced == "window":
         # Every filter counts as common and a page may examine only 3 sessions: pages
         # end early and their Next links go on from where the search stopped.
-        monkeypatch.setattr(queries, "DRIVER_CAP", -1)
-        monkeypatch.setattr(queries, "SCAN_WINDOW", 3)
+        monkeypatch.setattr(listing, "DRIVER_CAP", -1)
+        monkeypatch.setattr(listing, "SCAN_WINDOW", 3)
     rows = stored(engine)
     expected = [
         i for i in expected_order(rows, "newest") if test(next(r for r in rows if r["id"] == i))
@@ -160,8 +160,8 @@ def test_every_plan_finds_exactly_the_matching_sessions(
 
 
 def test_a_window_cut_says_so(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queries, "DRIVER_CAP", -1)
-    monkeypatch.setattr(queries, "SCAN_WINDOW", 2)
+    monkeypatch.setattr(listing, "DRIVER_CAP", -1)
+    monkeypatch.setattr(listing, "SCAN_WINDOW", 2)
     flt = SessionFilter(flags=("no_prior_session",))
     with engine.connect() as connection:
         page = list_sessions(connection, flt, default_profile=DEFAULT, limit=50)
@@ -299,11 +299,11 @@ def test_storing_evidence_again_drops_its_codes_until_indexed(engine: Engine) ->
     # The cascade removed the old rows: the session is not under its old code.
     assert not [row for row in code_rows(engine) if row[0] == pk]
     with write_transaction(engine) as connection:
-        assert queries.sync_codes(connection) == 1
-        assert queries.sync_codes(connection) == 0
+        assert code_index.sync_codes(connection) == 1
+        assert code_index.sync_codes(connection) == 0
     assert (pk, "any-setting", "62370") in code_rows(engine)
     with write_transaction(engine) as connection:
-        queries.index_codes(connection, pk, {"codes": {"any-setting": {"procedure": "95991"}}})
+        code_index.index_codes(connection, pk, {"codes": {"any-setting": {"procedure": "95991"}}})
     assert [row for row in code_rows(engine) if row[0] == pk] == [(pk, "any-setting", "95991")]
 
 
@@ -316,7 +316,7 @@ def test_the_indexer_works_only_when_the_counts_differ(engine: Engine) -> None:
     assert indexer.run_once() == total
     assert indexer.run_once() == 0
     with engine.connect() as connection:
-        assert queries.code_index_counts(connection, DEFAULT) == (total, total)
+        assert code_index.code_index_counts(connection, DEFAULT) == (total, total)
 
 
 def test_flag_rows_drive_the_flagged_filter(engine: Engine) -> None:

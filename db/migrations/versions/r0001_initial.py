@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sessions")),
         sa.UniqueConstraint("session_id", name=op.f("uq_sessions_session_id")),
     )
-    # The chain index (coding-rules.md §7.5): the prior session is one probe.
+    # The chain index (docs/coding-rules.md §7.5): the prior session is one probe.
     op.create_index("ix_sessions_chain", "sessions", ["pump_id", "session_start_utc", "session_id"])
     op.create_index("ix_sessions_patient", "sessions", ["patient_id", "session_start_utc"])
     op.create_index("ix_sessions_start", "sessions", ["session_start_utc"])

@@ -1,34 +1,54 @@
 """Refills due: which pumps need a refill visit soon, overdue ones first.
 
 A pump's schedule is what its latest session left programmed: the end state
-(coding-rules.md §7.1, the interrogated state overlaid with the phase-1 entries)
-holds `low_reservoir_alarm_date` (when the pump will start alarming) and
+(docs/coding-rules.md §7.1, the interrogated state overlaid with the phase-1
+entries) holds `low_reservoir_alarm_date` (when the pump will start alarming) and
 `refill_date` (the planned refill), both programmer-local dates
-(psl-binary-v1.md §4, category `schedule`). A pump is listed when the earlier
-of the two is within `due_within_days` of today or already past.
+(docs/formats.md §4, category `schedule`; docs/session-json.md
+dates). A pump is listed when the earlier of the two is within `due_within_days`
+of today or already past.
 
 Order: overdue pumps first, then by that date (the most overdue on top), then
 withdrawal-risk pumps before others on the same date. A pump holding baclofen
-(by name or alias, e.g. Lioresal, Gablofen) is flagged: running out of
-intrathecal baclofen causes a withdrawal syndrome that can be fatal, so a
-missed baclofen refill is an emergency.
+(by name or alias, e.g. Lioresal, Gablofen; the drug table of `evidence.rules`)
+is flagged: running out of intrathecal baclofen causes a withdrawal syndrome that
+can be fatal, so a missed baclofen refill is an emergency.
 
-Used by `pumptrail due` and by the daily job of `pumptrail run`.
+Pure functions of stored session documents, dates and `Rules`; reading the latest
+session of every pump from the database is `db.due`, whose `due_report` is what
+`pumptrail due`, the web view and the daily job of `pumptrail run` call.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from evidence.rules import Rules, match_key
 
-from db.codec import loads
-from db.due import LatestSession, latest_sessions
-from evidence import Rules
-from evidence.rules import match_key
+
+class LatestSessionRow(Protocol):
+    """A pump's latest stored session as the rule reads it (`db.due.LatestSession` is one)."""
+
+    @property
+    def pump_serial(self) -> str: ...
+    @property
+    def pump_model(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def session_start_utc(self) -> datetime: ...
+    # The stored normalized document, JSON text (docs/session-json.md).
+    @property
+    def document(self) -> str: ...
+    @property
+    def patient_id(self) -> str | None: ...
+    @property
+    def patient_name(self) -> str | None: ...
+
 
 # The drug whose missed refill is an emergency (name in evidence/data/drugs.toml).
 WITHDRAWAL_RISK_DRUG = "baclofen"
@@ -88,7 +108,7 @@ def _iso(value: date | None) -> str | None:
 
 
 def end_state(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored session document's end state (coding-rules.md §7.1)."""
+    """A stored session document's end state (docs/coding-rules.md §7.1)."""
     state = dict(document.get("interrogated") or {})
     programmed = document.get("programmed")
     if isinstance(programmed, Mapping):
@@ -97,7 +117,7 @@ def end_state(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _date(value: Any) -> date | None:
-    """A session-json.md date (`YYYY-MM-DD`; `null` is not set)."""
+    """A docs/session-json.md date (`YYYY-MM-DD`; `null` is not set)."""
     if not isinstance(value, str):
         return None
     try:
@@ -114,9 +134,9 @@ def is_withdrawal_risk(drug: str, rules: Rules) -> bool:
     return WITHDRAWAL_RISK_DRUG in match_key(drug)
 
 
-def refill_due(latest: LatestSession, *, today: date, rules: Rules) -> RefillDue | None:
+def refill_due(latest: LatestSessionRow, *, today: date, rules: Rules) -> RefillDue | None:
     """The schedule of one pump's latest session; None when it programs no date."""
-    state = end_state(loads(latest.document))
+    state = end_state(json.loads(latest.document))
     alarm_date = _date(state.get("low_reservoir_alarm_date"))
     refill_date = _date(state.get("refill_date"))
     known = [d for d in (alarm_date, refill_date) if d is not None]
@@ -150,7 +170,7 @@ def sort_key(item: RefillDue) -> tuple[bool, date, bool, str]:
 
 
 def refills_due(
-    latest: Iterable[LatestSession], *, today: date, within_days: int, rules: Rules
+    latest: Iterable[LatestSessionRow], *, today: date, within_days: int, rules: Rules
 ) -> list[RefillDue]:
     """Pumps whose due date is at most `within_days` away or past, in report order."""
     found = []
@@ -159,10 +179,3 @@ def refills_due(
         if item is not None and item.days_left <= within_days:
             found.append(item)
     return sorted(found, key=sort_key)
-
-
-def due_report(engine: Engine, *, today: date, within_days: int, rules: Rules) -> list[RefillDue]:
-    """The refill-due report of the database, as of `today` (the clinic's local date)."""
-    with engine.connect() as connection:
-        latest = latest_sessions(connection)
-    return refills_due(latest, today=today, within_days=within_days, rules=rules)

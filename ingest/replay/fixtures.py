@@ -1,17 +1,17 @@
-"""`pumptrail replay --fixtures DIR`: check a case folder of exports, no database (issue 6 item 4).
+"""`pumptrail replay --fixtures DIR`: check a case folder of exports, no database.
 
 A case folder holds the raw exports of one or more pumps' histories and
-`expected-evidence.json`, the evidence array of session-json.md ("Evidence", as
+`expected-evidence.json`, the evidence array of docs/session-json.md ("Evidence", as
 `pumptrail evidence --json` prints it) those exports must give. The check runs
 the same steps as an import, in memory:
 
-1. Every regular file of the folder, recursively, in sorted order (coding-rules.md
+1. Every regular file of the folder, recursively, in sorted order (docs/coding-rules.md
    §7.16), except `expected-evidence.json`, `README*` and dot files, is read and
    decoded with this version's parsers. Identical bytes count once. A file that
    does not decode is reported (every file of a case is meant to be an export).
 2. Exports are grouped by session ID in that order: the first is used unless a
    later one disagrees, which flags `conflicting_exports` and makes the binary one
-   used (§7.16, as `ingest.replay.export_in_use`).
+   used (§7.16, `ingest.exports.export_in_use`).
 3. Sessions are chained per pump serial (§7.5) and the evidence of each is
    derived with this version's rules (`--rules-dir` or the configured ones).
 4. The derived array is compared with `expected-evidence.json` session by
@@ -30,30 +30,33 @@ from pathlib import Path
 from typing import Any, Final
 
 from evidence import Rules, derive_evidence, evidence_document
-from ingest.pipeline import Incoming, walk_folder
+from ingest.exports import Incoming, Resolved, decode_export, export_in_use
+from ingest.pipeline import walk_folder
 from ingest.rawstore import sha256_hex
-from ingest.replay import (
+from ingest.replay.comparison import json_differences
+from ingest.replay.replayer import chain_walk
+from ingest.replay.report import (
     ABSENT,
     EVIDENCE,
     EVIDENCE_MISSING,
     UNDECODABLE,
     Difference,
-    Resolved,
-    chain_walk,
     counted,
-    decode_export,
-    export_in_use,
-    json_differences,
 )
-from parsers.errors import DecodeError
+from parsers.errors import DecodeError, PumptrailError
 from parsers.registry import read_export
 
 EXPECTED_FILE: Final = "expected-evidence.json"
 EXTRA_SESSION: Final = "evidence_extra"
 
 
-class CaseError(Exception):
-    """A case folder that cannot be checked at all (no folder, no readable expectations)."""
+class CaseError(PumptrailError):
+    """Raised when a case folder cannot be checked at all.
+
+    The folder is missing or not a folder, a file of it cannot be read, or its
+    `expected-evidence.json` is missing, not JSON, or not an array of evidence
+    objects each with a `session_id`.
+    """
 
 
 @dataclass

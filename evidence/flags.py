@@ -1,0 +1,22 @@
+"""The session flags an evidence document may carry, enumerated once.
+
+docs/session-json.md "Evidence" (`flags`) and docs/coding-rules.md §7.14: the
+order here is the order in which a document lists them (critical_alarm and
+battery_eri first, then the session-json order). `evidence.derive` raises them;
+the web list's filter and the JSON API's `flag` parameter offer exactly these.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+SessionFlag = Literal[
+    "critical_alarm",
+    "battery_eri",
+    "changed_outside_sessions",
+    "discrepancy_over_threshold",
+    "no_prior_session",
+    "chain_gap",
+    "conflicting_exports",
+]
+SESSION_FLAGS: Final[tuple[SessionFlag, ...]] = get_args(SessionFlag)

@@ -1,0 +1,27 @@
+"""The one enumeration of session flags and CPT codes (docs/session-json.md, docs/coding-rules.md §2)."""
+
+from __future__ import annotations
+
+from evidence import derive, diff
+from evidence.codes import DECISION_TABLE, PROCEDURE_CODES
+from evidence.flags import SESSION_FLAGS
+
+
+def test_every_flag_the_derivation_raises_is_enumerated() -> None:
+    raised = {
+        derive.CRITICAL_ALARM,
+        derive.BATTERY_ERI,
+        diff.CHANGED_OUTSIDE_SESSIONS,
+        derive.DISCREPANCY_OVER_THRESHOLD,
+        derive.NO_PRIOR_SESSION,
+        derive.CHAIN_GAP,
+        derive.CONFLICTING_EXPORTS,
+    }
+    assert raised == set(SESSION_FLAGS)
+    assert derive.SESSION_FLAG_ORDER == SESSION_FLAGS
+    assert SESSION_FLAGS[:2] == ("critical_alarm", "battery_eri")
+
+
+def test_the_decision_table_gives_every_code_and_no_other() -> None:
+    assert sorted(set(DECISION_TABLE.values())) == list(PROCEDURE_CODES)
+    assert "96522" not in PROCEDURE_CODES

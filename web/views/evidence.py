@@ -1,0 +1,155 @@
+"""One session: the evidence page, the printable packet, its PDF, raw downloads, replay.
+
+Each view, packet export and raw-file download is recorded in the audit log
+before the answer is sent (`web.context.record`). The page, the packet and the
+PDF show one view model (`web.pages.EvidenceView`). The replay page (auditors)
+verifies the session's pump against its kept bytes (`web.replay`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from db import audit
+from db.models import utc_now
+from ingest.rawstore import RawStore, RawStoreError
+from web.context import app_state, current_user, record, render, require
+from web.packet import render_pdf
+from web.pages import EvidenceView, build_evidence_view, generated_stamp
+from web.queries import raw_file, raw_files_of, session_record
+from web.replay import replay_pump_of
+from web.users import User
+from web.views.audit import REPLAY_ACTIONS, audit_entries
+from web.views.common import not_found
+
+router = APIRouter(include_in_schema=False)
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# One session: evidence, packet, PDF, raw files, replay
+
+
+def _view(request: Request, session_id: str) -> EvidenceView | None:
+    state = app_state(request)
+    if len(session_id) > 64:
+        return None
+    with state.engine.connect() as connection:
+        return build_evidence_view(
+            connection, session_id, state.rules, software_version=state.config.version
+        )
+
+
+def _audited_view(
+    request: Request, session_id: str, user: User, action: str, detail: dict[str, str] | None
+) -> EvidenceView | Response:
+    """The session's evidence view, its access recorded before anything is sent; or 404."""
+    view = _view(request, session_id)
+    if view is None:
+        return not_found(request, "No stored session has this ID.")
+    record(request, actor=user.username, action=action, target=session_id, detail=detail)
+    return view
+
+
+@router.get("/sessions/{session_id}")
+def evidence_page(
+    request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
+) -> Response:
+    view = _audited_view(request, session_id, user, audit.VIEW_SESSION, None)
+    if isinstance(view, Response):
+        return view
+    return render(request, "evidence.html", {"nav": "sessions", "v": view, "packet": False})
+
+
+@router.get("/sessions/{session_id}/packet")
+def packet_page(
+    request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
+) -> Response:
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "html"})
+    if isinstance(view, Response):
+        return view
+    return render(
+        request,
+        "packet.html",
+        {
+            "v": view,
+            "packet": True,
+            "generated": generated_stamp(utc_now(), user.username),
+        },
+    )
+
+
+@router.get("/sessions/{session_id}/packet.pdf")
+def packet_pdf(
+    request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
+) -> Response:
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "pdf"})
+    if isinstance(view, Response):
+        return view
+    data = render_pdf(view, generated_at=utc_now(), generated_by=user.username)
+    return Response(
+        content=data,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="evidence-{session_id}.pdf"'},
+    )
+
+
+@router.get("/raw/{sha256}")
+def raw_download(
+    request: Request, sha256: str, *, user: Annotated[User, Depends(current_user)]
+) -> Response:
+    state = app_state(request)
+    if not SHA256_RE.match(sha256):
+        return not_found(request, "Not a SHA-256.")
+    with state.engine.connect() as connection:
+        found = raw_file(connection, sha256)
+    if found is None:
+        return not_found(request, "No raw file with this SHA-256 was ever offered for import.")
+    try:
+        data = RawStore(state.config.raw_store, durable=False).get(sha256)
+    except RawStoreError as exc:
+        return render(
+            request,
+            "error.html",
+            {"heading": "Raw file unavailable", "message": str(exc)},
+            status_code=410,
+        )
+    record(request, actor=user.username, action="export_raw", target=sha256)
+    suffix = {"psl-binary": ".psl", "psl-csv": ".csv"}.get(found.source_format or "", ".bin")
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{sha256[:16]}{suffix}"'},
+    )
+
+
+@router.get("/sessions/{session_id}/replay")
+def replay_page(
+    request: Request, session_id: str, *, user: Annotated[User, Depends(require("auditor"))]
+) -> Response:
+    state = app_state(request)
+    record_ = None
+    if len(session_id) <= 64:
+        with state.engine.connect() as connection:
+            record_ = session_record(connection, session_id)
+            raws = [] if record_ is None else raw_files_of(connection, record_.pk)
+    if record_ is None:
+        return not_found(request, "No stored session has this ID.")
+    result = replay_pump_of(
+        state.engine,
+        RawStore(state.config.raw_store, durable=False),
+        state.rules,
+        session_id=session_id,
+        pump_serial=record_.pump_serial,
+        raw_sha256s={raw.sha256 for raw in raws},
+        actor=user.username,
+    )
+    return render(
+        request,
+        "replay.html",
+        {"nav": "replay", "result": result, "runs": audit_entries(request, actions=REPLAY_ACTIONS)},
+    )

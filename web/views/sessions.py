@@ -1,0 +1,173 @@
+"""The session list page: filters from the query string, keyset pages (`web.queries.listing`).
+
+Bad filter values are reported on the page and ignored; the procedure codes and
+session flags offered are the evidence room's (`evidence.codes`,
+`evidence.flags`). A patient ID is a GET filter value, never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from evidence.codes import PROCEDURE_CODES
+from evidence.flags import SESSION_FLAGS
+from web.context import app_state, current_user, render
+from web.queries import (
+    DEFAULT_PAGE_SIZE,
+    PAGE_SIZES,
+    SORTS,
+    BadCursor,
+    Cursor,
+    SessionFilter,
+    list_sessions,
+)
+from web.users import User
+
+router = APIRouter(include_in_schema=False)
+
+
+# Sessions list
+
+
+@dataclass
+class ListForm:
+    date_from: str = ""
+    date_to: str = ""
+    pump_serial: str = ""
+    patient_id: str = ""
+    profile: str = ""
+    procedure: str = ""
+    flags: tuple[str, ...] = ()
+    flagged: bool = False
+    sort: str = "newest"
+
+    def query(self) -> list[tuple[str, str]]:
+        pairs = [
+            (name, getattr(self, name))
+            for name in (
+                "date_from",
+                "date_to",
+                "pump_serial",
+                "patient_id",
+                "profile",
+                "procedure",
+            )
+            if getattr(self, name)
+        ]
+        pairs += [("flag", flag) for flag in self.flags]
+        if self.flagged:
+            pairs.append(("flagged", "1"))
+        if self.sort != "newest":
+            pairs.append(("sort", self.sort))
+        return pairs
+
+
+def _parse_date(text: str, label: str, errors: list[str]) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        errors.append(f"{label}: not a date (YYYY-MM-DD); ignored")
+        return None
+
+
+def parse_list_query(
+    params: Mapping[str, Any], flags: list[str], profiles: list[str], default_profile: str
+) -> tuple[ListForm, SessionFilter, list[str]]:
+    """The list's filters from a query string; bad values are reported and ignored."""
+    errors: list[str] = []
+    form = ListForm(
+        date_from=str(params.get("date_from", ""))[:10],
+        date_to=str(params.get("date_to", ""))[:10],
+        pump_serial=str(params.get("pump_serial", "")).strip()[:32],
+        patient_id=str(params.get("patient_id", "")).strip()[:64],
+        profile=str(params.get("profile", "")),
+        procedure=str(params.get("procedure", "")),
+        flags=tuple(f for f in dict.fromkeys(flags) if f in SESSION_FLAGS),
+        flagged=str(params.get("flagged", "")) in ("1", "on", "true"),
+        sort=str(params.get("sort", "newest")),
+    )
+    if form.profile and form.profile not in profiles:
+        errors.append("unknown profile; the default is used")
+        form.profile = ""
+    if form.procedure and form.procedure not in PROCEDURE_CODES:
+        errors.append("unknown code; ignored")
+        form.procedure = ""
+    if form.sort not in SORTS:
+        form.sort = "newest"
+    flt = SessionFilter(
+        date_from=_parse_date(form.date_from, "From", errors),
+        date_to=_parse_date(form.date_to, "To", errors),
+        pump_serial=form.pump_serial or None,
+        patient_id=form.patient_id or None,
+        profile=form.profile or default_profile,
+        procedure=form.procedure or None,
+        flags=form.flags,
+        flagged=form.flagged,
+        sort=form.sort,  # type: ignore[arg-type]
+    )
+    return form, flt, errors
+
+
+@router.get("/sessions")
+def sessions_page(request: Request, *, user: Annotated[User, Depends(current_user)]) -> Response:
+    state = app_state(request)
+    params = request.query_params
+    profiles = [p.name for p in state.rules.profiles]
+    form, flt, errors = parse_list_query(
+        params, params.getlist("flag"), profiles, state.rules.default_profile
+    )
+    try:
+        limit = int(params.get("limit", DEFAULT_PAGE_SIZE))
+    except ValueError:
+        limit = DEFAULT_PAGE_SIZE
+    if limit not in PAGE_SIZES:
+        limit = DEFAULT_PAGE_SIZE
+    cursor = None
+    if params.get("cursor"):
+        try:
+            cursor = Cursor.decode(str(params["cursor"])[:512])
+        except BadCursor:
+            errors.append("the page link was not valid; showing the first page")
+    with state.engine.connect() as connection:
+        page = list_sessions(
+            connection,
+            flt,
+            default_profile=state.rules.default_profile,
+            cursor=cursor,
+            limit=limit,
+        )
+    base = form.query() + ([("limit", str(limit))] if limit != DEFAULT_PAGE_SIZE else [])
+
+    def url(cursor_text: str | None) -> str | None:
+        if cursor_text is None:
+            return None
+        return "/sessions?" + urlencode([*base, ("cursor", cursor_text)])
+
+    return render(
+        request,
+        "sessions.html",
+        {
+            "nav": "sessions",
+            "form": form,
+            "profiles": profiles,
+            "chosen_profile": flt.profile,
+            "procedures": PROCEDURE_CODES,
+            "flag_choices": SESSION_FLAGS,
+            "page_sizes": PAGE_SIZES,
+            "limit": limit,
+            "page": page,
+            "error": "; ".join(errors),
+            "first_url": "/sessions" + ("?" + urlencode(base) if base else ""),
+            "next_url": url(page.next_cursor),
+            "prev_url": url(page.prev_cursor),
+        },
+    )
