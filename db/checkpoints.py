@@ -41,6 +41,7 @@ import logging.handlers
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from db.audit import PENDING_HEAD_KEY, audit_log
 from db.engine import GROUP_COMMIT_OPTION, after_durable
-from db.signing import SigningIdentity, fingerprint_of, verify_signature
+from db.signing import SigningIdentity, ensure_identity, fingerprint_of, verify_signature
 
 CHECKPOINT_SCHEME: Final = "pumptrail-checkpoint/1"
 CHECKPOINT_FILE: Final = "audit-checkpoints.jsonl"
@@ -66,6 +67,8 @@ DEFAULT_SYSLOG_ADDRESS: Final = "/dev/log"
 _COMMITTING_KEY: Final = "pumptrail_audit_committing_head"
 
 log = logging.getLogger(__name__)
+
+_ANCHORED: weakref.WeakKeyDictionary[Engine, CheckpointWriter] = weakref.WeakKeyDictionary()
 
 
 def checkpoint_path(data_dir: Path) -> Path:
@@ -175,6 +178,9 @@ def install(engine: Engine, writer: CheckpointWriter) -> None:
     commit has then succeeded); a group commit (`GROUP_COMMIT_OPTION`) waits for
     `make_durable`, and the group's newest head is checkpointed once.
     """
+    if engine in _ANCHORED:
+        return  # one writer per engine (the demo shares its engine with the web view)
+    _ANCHORED[engine] = writer
     deferred: list[ChainHead] = []
     deferred_lock = threading.Lock()
 
@@ -391,3 +397,49 @@ def verify_checkpoints(
         newest.head_id if newest else None,
         newest.at if newest else None,
     )
+
+
+# ---------------------------------------------------------------------------
+# Wiring: one call per engine that may append audit entries
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """Where a process finds its signing identity and writes its checkpoints.
+
+    `signing_key` None: `<data_dir>/keys/clinic-signing.pem`, created on first use.
+    `syslog_address` empty: no syslog copy.
+    """
+
+    data_dir: Path
+    signing_key: Path | None = None
+    clinic_name: str = "pumptrail clinic"
+    syslog_address: str = DEFAULT_SYSLOG_ADDRESS
+
+
+def open_identity(config: AnchorConfig) -> SigningIdentity:
+    """The identity of `config`, created at the default place on first use (and said
+    so, with its fingerprint, at WARNING so it reaches a terminal and the journal)."""
+    identity, created = ensure_identity(config.data_dir, config.signing_key, config.clinic_name)
+    if created:
+        log.warning(
+            "created the clinic signing identity %s; certificate SHA-256 %s "
+            "(publish it with `pumptrail keys show`)",
+            identity.path,
+            identity.fingerprint,
+        )
+    return identity
+
+
+def anchor_engine(
+    engine: Engine, config: AnchorConfig, identity: SigningIdentity | None = None
+) -> CheckpointWriter:
+    """Checkpoint every audit commit of `engine` into `<data_dir>/audit-checkpoints.jsonl`,
+    signed with `identity` (default: `open_identity(config)`)."""
+    writer = CheckpointWriter(
+        identity if identity is not None else open_identity(config),
+        checkpoint_path(config.data_dir),
+        config.syslog_address,
+    )
+    install(engine, writer)
+    return writer

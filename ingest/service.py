@@ -44,9 +44,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from db.checkpoints import AnchorConfig, anchor_engine, open_identity
 from db.due import due_report
 from db.engine import DatabaseUrlError, normalize_url, safe_url_text, sqlite_path
 from db.migrate import SchemaError, open_database
+from db.signing import SigningIdentity, SigningKeyError
 from evidence import Rules
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer
@@ -86,6 +88,8 @@ class ServiceConfig:
     # Empty: no serial receiver.
     serial_port: str = ""
     serial_baud: int = 115200
+    # Where the signing identity and the audit checkpoints live; None: no checkpoints.
+    anchor: AnchorConfig | None = None
 
 
 class Receiver(Protocol):
@@ -113,6 +117,7 @@ class Service:
     ) -> None:
         self.config = config
         self.rules = rules
+        self._identity: SigningIdentity | None = None
         self.stop_event = threading.Event()
         self.exit_status = 0
         self._today = today
@@ -148,6 +153,8 @@ class Service:
                     # won the race to create its tables: it is set up now.
                     log_event(log, "database_set_up_elsewhere")
                     engine = open_database(self.config.db_url)
+                if self.config.anchor is not None:
+                    anchor_engine(engine, self.config.anchor, self._identity)
                 self._engine = engine
                 self._importer = Importer(engine, RawStore(self.config.raw_store), self.rules)
             return self._importer
@@ -293,6 +300,11 @@ class Service:
     def prepare(self) -> None:
         """Create the folders and try the database once; raise ServiceError when hopeless."""
         self.check_folders()
+        if self.config.anchor is not None:
+            try:
+                self._identity = open_identity(self.config.anchor)
+            except SigningKeyError as exc:
+                raise ServiceError(str(exc)) from exc
         for folder in (self.config.inbox, self.config.archive, self.config.quarantine):
             try:
                 folder.mkdir(parents=True, exist_ok=True)

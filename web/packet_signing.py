@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from asn1crypto import keys as asn1_keys
@@ -46,10 +48,63 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from db.signing import SigningIdentity, fingerprint_of
 from parsers.errors import PumptrailError
+from web.packet import render_pdf
+from web.pages import EvidenceView
+from web.queries import SessionRecord
 
 SIGNATURE_FIELD: Final = "PumptrailEvidence"
 EVIDENCE_FILE: Final = "evidence.json"
 SESSION_FILE: Final = "session.json"
+
+
+def new_packet_id(at: datetime) -> str:
+    """A packet's own ID: its UTC generation time and 8 random hex digits."""
+    return f"{at:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def packet_attachments(record: SessionRecord) -> dict[str, bytes]:
+    """The session's evidence JSON and session JSON as the packet embeds them."""
+    return {
+        EVIDENCE_FILE: _json_bytes(record.evidence),
+        SESSION_FILE: _json_bytes(record.document),
+    }
+
+
+def _json_bytes(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+@dataclass(frozen=True)
+class SignedPacket:
+    packet_id: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def build_signed_packet(
+    view: EvidenceView,
+    identity: SigningIdentity,
+    *,
+    generated_at: datetime,
+    generated_by: str,
+) -> SignedPacket:
+    """Render the packet of `view`, embed its JSON and sign it with `identity`."""
+    packet_id = new_packet_id(generated_at)
+    pdf = render_pdf(
+        view, generated_at=generated_at, generated_by=generated_by, packet_id=packet_id
+    )
+    signed = sign_packet(
+        pdf,
+        identity,
+        packet_attachments(view.record),
+        signing_time=generated_at.replace(tzinfo=UTC),
+        reason=f"pumptrail evidence packet {packet_id} of session {view.record.session_id}",
+        location=identity.subject,
+    )
+    return SignedPacket(packet_id, signed)
 
 
 class PacketVerifyError(PumptrailError):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
 
+    from db.checkpoints import AnchorConfig
     from evidence import Rules
 
 DB_SETTINGS = ("db", "data_dir")
@@ -50,15 +51,34 @@ def open_from_settings(resolved: settings.Settings) -> Engine:
     """The database named by the settings, at the newest revision (empty: set up now)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from db.checkpoints import anchor_engine
     from db.engine import DatabaseUrlError
     from db.migrate import SchemaError, open_database
 
     try:
-        return open_database(resolved.db)
+        engine = open_database(resolved.db)
     except (SchemaError, DatabaseUrlError) as exc:
         raise CommandError(str(exc)) from exc
     except SQLAlchemyError as exc:
         raise _db_error(resolved.db, exc) from exc
+    try:
+        anchor_engine(engine, anchor_config(resolved))
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def anchor_config(resolved: settings.Settings) -> AnchorConfig:
+    """Where this installation's signing identity and audit checkpoints live."""
+    from db.checkpoints import AnchorConfig
+
+    return AnchorConfig(
+        data_dir=resolved.data_dir,
+        signing_key=Path(resolved.signing_key).expanduser() if resolved.signing_key else None,
+        clinic_name=resolved.clinic_name,
+        syslog_address=resolved.audit_syslog,
+    )
 
 
 def load_clinic_rules(resolved: settings.Settings, folder: Path | None = None) -> Rules:
