@@ -161,7 +161,7 @@ class CheckpointWriter:
             except OSError as exc:
                 log.warning("audit checkpoints: syslog unavailable (%s)", exc.strerror)
             if self._syslog is None and self.syslog_address:
-                log.warning(
+                log.info(
                     "audit checkpoints: no syslog socket at %s; the file is the only copy",
                     self.syslog_address,
                 )

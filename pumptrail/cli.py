@@ -36,6 +36,8 @@ COMMANDS: tuple[str, ...] = (
     "user",
     "replay",
     "audit",
+    "keys",
+    "packet",
     "settings",
     "demo",
 )

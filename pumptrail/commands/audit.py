@@ -10,8 +10,18 @@ and exits 1.
 [--json]` lists entries, oldest first (with `--limit`, the newest N). Entries
 hold no patient identifiers, so nothing is masked.
 
-Exit status 0; 1 when the chain is broken; 2 when `--head`, `--limit`, the
-settings or the database cannot be used.
+Every commit that appends audit entries also writes a signed checkpoint of the
+chain's head outside the database (`db.checkpoints`). `audit verify` checks each
+checkpoint's signature against the clinic's certificate and that its head is still
+in the chain unchanged, so a deleted tail or a re-hashed chain is caught without a
+noted `--head`; `--checkpoints FILE` checks against a copy kept elsewhere (the
+journal's `pumptrail-audit` lines), `--certificate FILE` against the certificate
+the clinic published. A non-empty log without any readable checkpoint is not
+verified. `audit checkpoint` signs the current head by hand (a log that predates
+checkpoints).
+
+Exit status 0; 1 when the chain or a checkpoint is broken; 2 when `--head`,
+`--limit`, the settings, the signing identity or the database cannot be used.
 """
 
 from __future__ import annotations
@@ -19,16 +29,23 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pumptrail.commands import set_handler
-from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    add_database_arguments,
+    anchor_config,
+    open_from_settings,
+    resolve,
+)
 from pumptrail.errors import CommandError
 
 if TYPE_CHECKING:
     from db.audit import AuditEntry
 
 SETTINGS = ("db", "data_dir")
+VERIFY_SETTINGS = ("db", "data_dir", "signing_key")
 
 
 def register(subparsers: Any) -> None:
@@ -41,8 +58,28 @@ def register(subparsers: Any) -> None:
         metavar="ID:HASH",
         help="the head printed by an earlier verify: it must still be there, unchanged",
     )
-    add_database_arguments(verify, SETTINGS)
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="signed checkpoints to check against (default: <data_dir>/audit-checkpoints.jsonl; "
+        "pass the copy your log collector kept)",
+    )
+    verify.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="FILE",
+        help="the clinic's certificate (PEM, from `pumptrail keys show`); default: the "
+        "installation's own signing identity",
+    )
+    add_database_arguments(verify, VERIFY_SETTINGS)
     set_handler(verify, run_verify)
+
+    checkpoint = actions.add_parser(
+        "checkpoint", help="sign and record a checkpoint of the chain's head now"
+    )
+    add_database_arguments(checkpoint, VERIFY_SETTINGS)
+    set_handler(checkpoint, run_checkpoint)
 
     show = actions.add_parser("show", help="list audit entries, oldest first")
     show.add_argument("--action", metavar="A", help="only this action (import, login, ...)")
@@ -68,25 +105,84 @@ def register(subparsers: Any) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from db import audit
+    from db.checkpoints import checkpoint_path, read_lines, verify_checkpoints
+    from db.signing import load_certificate
 
     try:
         head = None if args.head is None else audit.parse_head(args.head)
     except ValueError as exc:
         raise CommandError(f"--head: {exc}") from exc
-    engine = open_from_settings(resolve(args))
+    resolved = resolve(args)
+    engine = open_from_settings(resolved)
+    config = anchor_config(resolved)
+    certificate_file = args.certificate or config.signing_key
+    if certificate_file is None:
+        from db.signing import default_identity_path
+
+        certificate_file = default_identity_path(config.data_dir)
+    certificate = load_certificate(certificate_file)
+    checkpoints = args.checkpoints or checkpoint_path(config.data_dir)
     try:
         with engine.connect() as connection:
             broken = audit.verify(connection, head=head)
             current = audit.current_head(connection)
+            if broken is None and (checkpoints.exists() or current is not None):
+                try:
+                    failure, summary = verify_checkpoints(
+                        connection, read_lines(checkpoints), certificate
+                    )
+                except OSError as exc:
+                    print(
+                        f"audit log NOT verified: checkpoints {checkpoints}: cannot read: "
+                        f"{exc.strerror} (without them a deleted tail or a rewritten chain "
+                        "cannot be told from an intact log)"
+                    )
+                    return 1
+            else:
+                failure, summary = None, None
     finally:
         engine.dispose()
     if broken is not None:
         print(f"audit log broken at entry {broken.entry_id}: {broken.problem}: {broken.message}")
         return 1
+    if failure is not None:
+        print(f"audit log broken at {failure}")
+        return 1
     if current is None:
         print("audit log intact: no entries yet")
-    else:
-        print(f"audit log intact: {current.count} entries; head {current}")
+        return 0
+    print(f"audit log intact: {current.count} entries; head {current}")
+    if summary is not None:
+        newest = summary.newest_head_id
+        uncovered = current.entry_id - (newest or 0)
+        print(
+            f"checkpoints: {summary.checkpoints} signed checkpoints verified in {checkpoints} "
+            f"(signer {certificate_file}); the newest covers entry {newest} ({summary.newest_at})"
+            + (f"; {uncovered} newer entries not yet checkpointed" if uncovered > 0 else "")
+        )
+        if summary.checkpoints == 0:
+            print("audit log NOT verified: no checkpoint covers any entry")
+            return 1
+    return 0
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    from db import audit
+    from db.checkpoints import ChainHead, anchor_engine
+
+    resolved = resolve(args)
+    engine = open_from_settings(resolved)
+    try:
+        writer = anchor_engine(engine, anchor_config(resolved))
+        with engine.connect() as connection:
+            head = audit.current_head(connection)
+        if head is None:
+            print("audit log empty: nothing to checkpoint")
+            return 0
+        writer.write(ChainHead(head.entry_id, head.entry_hash, head.count))
+    finally:
+        engine.dispose()
+    print(f"checkpoint written to {writer.path}: entry {head.entry_id} ({head.entry_hash})")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""`pumptrail db upgrade` and `pumptrail db current`: the database schema revision.
+"""`pumptrail db upgrade`, `db current` and `db grant`: schema revision and privileges.
+
+`db grant ROLE` (PostgreSQL) gives the runtime role DML on the data tables and only
+SELECT and INSERT on the audit log (`db.grants`); migrations keep running as the
+owner role (docs/operations.md, "PostgreSQL roles").
 
 Every command sets up an empty database by itself; a database at an older revision
 is upgraded only by `pumptrail db upgrade` (after a backup). `open_from_settings`
@@ -113,6 +117,14 @@ def register(subparsers: Any) -> None:
     current = actions.add_parser("current", help="print the database's revision and the newest")
     add_database_arguments(current, DB_SETTINGS)
     set_handler(current, run_current)
+    grant = actions.add_parser(
+        "grant",
+        help="PostgreSQL: give the runtime ROLE what the service needs (audit log: "
+        "SELECT and INSERT only); run as the owner role",
+    )
+    grant.add_argument("role", metavar="ROLE", help="the role the service and web view log in as")
+    add_database_arguments(grant, DB_SETTINGS)
+    set_handler(grant, run_grant)
 
 
 def _engine(resolved: settings.Settings) -> Engine:
@@ -167,4 +179,21 @@ def run_current(args: argparse.Namespace) -> int:
     head = head_revision()
     state = "the newest" if current == head else f"newest is {head}"
     print(f"database {safe_url_text(resolved.db)}: revision {current or 'none (empty)'} ({state})")
+    return 0
+
+
+def run_grant(args: argparse.Namespace) -> int:
+    from db.grants import grant_runtime_role
+    from db.migrate import open_database
+
+    resolved = resolve(args)
+    engine = open_database(resolved.db)
+    try:
+        with engine.begin() as connection:
+            statements = grant_runtime_role(connection, args.role)
+    finally:
+        engine.dispose()
+    for statement in statements:
+        print(statement)
+    print(f"role {args.role}: runtime privileges granted ({len(statements)} statements)")
     return 0

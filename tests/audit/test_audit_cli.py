@@ -9,13 +9,16 @@ import pytest
 from sqlalchemy import text
 
 from db import audit
+from db.checkpoints import AnchorConfig, anchor_engine
 from db.engine import write_transaction
 from db.migrate import open_database
 from pumptrail.cli import main
 
 
-def fill(db_url: str) -> list[audit.AuditEntry]:
+def fill(db_url: str, tmp_path: Path) -> list[audit.AuditEntry]:
+    """Three entries, committed through an engine anchored as the software's are."""
     engine = open_database(db_url)
+    anchor_engine(engine, AnchorConfig(tmp_path / "data", syslog_address=""))
     try:
         with write_transaction(engine) as connection:
             return [
@@ -40,10 +43,12 @@ def args(db_url: str, tmp_path: Path, *words: str) -> list[str]:
 def test_verify_intact_prints_the_head(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    entries = fill(db_url)
+    entries = fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "verify")) == 0
     out = capsys.readouterr().out
-    assert out == f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash}\n"
+    assert out.startswith(f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash}\n")
+    assert "checkpoints: 1 signed checkpoints verified in " in out
+    assert "the newest covers entry 3" in out
     assert main(args(db_url, tmp_path, "verify", "--head", f"3:{entries[-1].entry_hash}")) == 0
 
 
@@ -55,7 +60,7 @@ def test_verify_empty_log(db_url: str, tmp_path: Path, capsys: pytest.CaptureFix
 def test_verify_names_the_first_broken_entry_and_exits_1(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fill(db_url)
+    fill(db_url, tmp_path)
     engine = open_database(db_url)
     try:
         with engine.begin() as connection:
@@ -76,7 +81,7 @@ def test_verify_names_the_first_broken_entry_and_exits_1(
 def test_verify_with_a_head_that_is_gone_exits_1(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fill(db_url)
+    fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "verify", "--head", "9:" + "a" * 64)) == 1
     assert "audit log broken at entry 9: head_missing" in capsys.readouterr().out
 
@@ -91,7 +96,7 @@ def test_verify_with_a_malformed_head_exits_2(
 def test_show_lists_filtered_entries(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    entries = fill(db_url)
+    entries = fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "show", "--actor", "dr.lee")) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
