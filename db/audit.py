@@ -66,6 +66,7 @@ LOGOUT: Final = "logout"
 USER_ADD: Final = "user_add"
 USER_CHANGE: Final = "user_change"
 REQUEUE: Final = "requeue"
+RAW_MIGRATE: Final = "raw_migrate"
 
 SYSTEM_ACTOR: Final = "system"
 

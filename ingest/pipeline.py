@@ -4,8 +4,9 @@ For each file (docs/coding-rules.md §7.16):
 
 1. Read it, its size checked before reading (the 4 MiB limit of docs/formats.md §3).
 2. SHA-256 of the bytes. Identical bytes already seen are a duplicate, recognised
-   before decoding.
-3. Keep the bytes in the raw store, refused files included.
+   before decoding; like every other outcome it gets its audit entry.
+3. Keep the bytes in the raw store, refused files included (`ingest.rawstore`:
+   the database store writes them in the file's transaction).
 4. Decode. A file that does not decode is refused: its `raw_files` row records the
    error (code, position, message), the other files go on.
 5. Store the session once per session ID. Another export of a stored session (the
@@ -41,7 +42,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from db import audit, queries
 from db.bulk import RowInserter
@@ -57,7 +58,7 @@ from db.engine import make_durable, write_transaction
 from db.models import events, raw_files, sessions, setting_values, utc_now
 from evidence import Rules, derive_evidence, evidence_document
 from ingest.exports import BINARY, Incoming, choose_export
-from ingest.rawstore import RawStore, sha256_hex
+from ingest.rawstore import RawStorage, sha256_hex
 from parsers.errors import DecodeError
 from parsers.model import Session
 from parsers.registry import PARSER_VERSION, decode_bytes, detect, read_export
@@ -175,7 +176,7 @@ class Importer:
     def __init__(
         self,
         engine: Engine,
-        store: RawStore,
+        store: RawStorage,
         rules: Rules,
         *,
         decode: Callable[..., Session] = decode_bytes,
@@ -260,13 +261,13 @@ class Importer:
                 continue
             try:
                 self.store.put(item[0], defer_sync=True)
-            except OSError as exc:
+            except (OSError, SQLAlchemyError) as exc:
                 # import_bytes writes it again, durably, and reports what fails then.
                 log.warning("raw store: deferred write failed: %s", type(exc).__name__)
         try:
             # Raw bytes on disk before any row that names them is committed.
             self.store.sync()
-        except OSError as exc:
+        except (OSError, SQLAlchemyError) as exc:
             log.error("raw store: flushing a group failed: %s", type(exc).__name__)
             return [
                 item
@@ -335,8 +336,10 @@ class Importer:
         with write_transaction(self.engine, group_commit=group_commit) as connection:
             seen = self._seen(connection, digest, name)
             if seen is not None:
+                # Recognised before the race for the pump's chain: audited all the same.
+                self._audit(connection, seen)
                 return seen
-            self.store.put(data)
+            self.store.put(data, connection=connection)
             try:
                 session = self._decode(data, source=name)
             except DecodeError as exc:

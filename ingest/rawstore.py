@@ -1,7 +1,14 @@
 """The raw store: every imported file's bytes, kept once, by SHA-256 (Tidepool-style).
 
 Whatever arrives is kept before it is parsed, refused files included, so any import
-can be re-processed by a later parser. A file lives at `<root>/ab/<sha256>` (its
+can be re-processed by a later parser. Two stores behind one interface
+(`RawStorage`): a folder of files (`RawStore`, SQLite's default) and the
+`raw_blobs` table of the database itself (`DatabaseRawStore`, PostgreSQL's
+default, so that every workstation sharing the database reads every file).
+`open_raw_store` chooses between them, once, from the database and the
+`raw_store_mode` setting (docs/operations.md, "Raw exports on PostgreSQL").
+
+In the folder store a file lives at `<root>/ab/<sha256>` (its
 first two hex digits as the folder: 256 folders, so a new file seldom needs a new
 folder); files in the two-level layout `<root>/ab/cd/<sha256>` are found there
 too and never rewritten. Writing is atomic and durable:
@@ -19,8 +26,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, Protocol
 
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+
+from db import raw_blobs
+from db.engine import write_transaction
+from db.models import utc_now
 from ingest.durable import fsync_dir, link_to_free_name, sync_filesystem
 from parsers.errors import PumptrailError
 
@@ -33,9 +49,22 @@ KNOWN_DIRS = 256
 _HEX = frozenset("0123456789abcdef")
 
 
+# The `raw_store_mode` setting: auto (PostgreSQL: the database, SQLite: the folder),
+# files (the `raw_store` folder) or database (the `raw_blobs` table).
+AUTO: Final = "auto"
+FILES: Final = "files"
+DATABASE: Final = "database"
+RAW_STORE_MODES: Final = (AUTO, FILES, DATABASE)
+
+
 class RawStoreError(PumptrailError):
-    """Raised by `RawStore.get` when a stored file is missing or its bytes no longer
-    hash to its name."""
+    """Raised by `get` of either raw store when a stored file is missing or its bytes no
+    longer hash to its name."""
+
+
+class RawStoreModeError(PumptrailError, ValueError):
+    """Raised by `open_raw_store` when the `raw_store_mode` setting is not one of
+    `RAW_STORE_MODES`."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -45,6 +74,39 @@ def sha256_hex(data: bytes) -> str:
 def _check_digest(digest: str) -> None:
     if len(digest) != 64 or not set(digest) <= _HEX:
         raise ValueError(f"not a lower-case SHA-256 hex digest: {digest!r}")
+
+
+class RawStorage(Protocol):
+    """What the importer, the replayer, the web view and the CLI need of a raw store."""
+
+    def put(
+        self, data: bytes, *, defer_sync: bool = False, connection: Connection | None = None
+    ) -> tuple[str, Path | None]:
+        """Keep `data` (idempotent by SHA-256); its digest and file (None: not a file).
+
+        `connection`: the caller's open write transaction, which the database store
+        writes in, so the bytes commit with the rows naming them. `defer_sync`: the
+        bytes are made durable by the next `sync()`, not now.
+        """
+
+    def sync(self) -> int:
+        """Make every deferred `put` durable; returns how many files it covered."""
+
+    def contains(self, digest: str) -> bool:
+        """Whether bytes are stored under this digest (damaged ones included)."""
+
+    def get(self, digest: str) -> bytes:
+        """The stored bytes, checked against their hash (RawStoreError if not)."""
+
+    def read_unchecked(self, digest: str) -> bytes | None:
+        """The bytes stored under this digest, unchecked; None when absent."""
+
+    def iterate(self) -> Iterator[str]:
+        """Every stored digest, in sorted order."""
+
+    @property
+    def where(self) -> str:
+        """Where the bytes live, for messages (no patient data)."""
 
 
 class RawStore:
@@ -104,13 +166,20 @@ class RawStore:
             self._known_dirs.clear()
         self._known_dirs.add(folder)
 
+    @property
+    def where(self) -> str:
+        return str(self.root)
+
     def contains(self, digest: str) -> bool:
         return self._stored_path(digest) is not None
 
-    def put(self, data: bytes, *, defer_sync: bool = False) -> tuple[str, Path]:
+    def put(
+        self, data: bytes, *, defer_sync: bool = False, connection: Connection | None = None
+    ) -> tuple[str, Path]:
         """Keep `data`; returns its SHA-256 and where it lives. Already stored: not rewritten.
 
         `defer_sync`: the file and its folder are flushed by the next `sync()`, not now.
+        `connection` is not used: a file is durable before the caller's commit.
         """
         digest = sha256_hex(data)
         stored = self._stored_path(digest)
@@ -187,9 +256,171 @@ class RawStore:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise RawStoreError(f"raw file {digest[:12]} is missing from {self.root}") from exc
-        found = sha256_hex(data)
-        if found != digest:
-            raise RawStoreError(
-                f"raw file {digest[:12]} is damaged: its content hashes to {found[:12]}"
-            )
-        return data
+        return checked(digest, data)
+
+    def read_unchecked(self, digest: str) -> bytes | None:
+        path = self._stored_path(digest)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def iterate(self) -> Iterator[str]:
+        """Every stored digest in sorted order, both layouts; temporary files skipped."""
+        if not self.root.is_dir():
+            return
+        found: set[str] = set()
+        for _dirpath, _dirnames, filenames in os.walk(self.root):
+            for filename in filenames:
+                if len(filename) == 64 and set(filename) <= _HEX:
+                    found.add(filename)
+        yield from sorted(found)
+
+
+def checked(digest: str, data: bytes) -> bytes:
+    """`data` when it hashes to `digest`; RawStoreError (damaged) when not."""
+    found = sha256_hex(data)
+    if found != digest:
+        raise RawStoreError(
+            f"raw file {digest[:12]} is damaged: its content hashes to {found[:12]}"
+        )
+    return data
+
+
+class DatabaseRawStore:
+    """Raw exports as rows of the database's `raw_blobs` table (`db.raw_blobs`).
+
+    A `put` given the caller's write transaction inserts the row in it: the bytes
+    commit with the rows that name them, or not at all. Without one, the row is
+    committed at once, or, with `defer_sync`, by the next `sync()`, in one
+    transaction for the whole group, before any import of the group begins.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # Deferred puts not written yet, by digest.
+        self._pending: dict[str, bytes] = {}
+
+    @property
+    def where(self) -> str:
+        return "the database (table raw_blobs)"
+
+    def put(
+        self, data: bytes, *, defer_sync: bool = False, connection: Connection | None = None
+    ) -> tuple[str, None]:
+        digest = sha256_hex(data)
+        if connection is not None:
+            raw_blobs.insert_blob(connection, digest, data, utc_now())
+        elif defer_sync:
+            self._pending[digest] = data
+        else:
+            with write_transaction(self.engine) as own:
+                raw_blobs.insert_blob(own, digest, data, utc_now())
+        return digest, None
+
+    def sync(self) -> int:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        with write_transaction(self.engine) as connection:
+            for digest, data in pending.items():
+                raw_blobs.insert_blob(connection, digest, data, utc_now())
+        return len(pending)
+
+    def contains(self, digest: str) -> bool:
+        _check_digest(digest)
+        with self.engine.connect() as connection:
+            return raw_blobs.blob_exists(connection, digest)
+
+    def read_unchecked(self, digest: str) -> bytes | None:
+        _check_digest(digest)
+        with self.engine.connect() as connection:
+            return raw_blobs.blob_data(connection, digest)
+
+    def get(self, digest: str) -> bytes:
+        data = self.read_unchecked(digest)
+        if data is None:
+            raise RawStoreError(f"raw file {digest[:12]} is missing from {self.where}")
+        return checked(digest, data)
+
+    def iterate(self) -> Iterator[str]:
+        with self.engine.connect() as connection:
+            yield from raw_blobs.blob_digests(connection)
+
+
+def raw_store_kind(engine: Engine | Connection, mode: str = AUTO) -> str:
+    """`files` or `database`: the store a database with this `raw_store_mode` uses.
+
+    `auto`: the database on PostgreSQL (shared by every workstation), the folder on
+    SQLite (one workstation, and the database file stays small).
+    """
+    if mode not in RAW_STORE_MODES:
+        raise RawStoreModeError(
+            f"setting raw_store_mode: expected one of {', '.join(RAW_STORE_MODES)}, found {mode!r}"
+        )
+    if mode != AUTO:
+        return mode
+    return DATABASE if engine.dialect.name == "postgresql" else FILES
+
+
+def open_raw_store(
+    engine: Engine, root: Path, mode: str = AUTO, *, durable: bool = True
+) -> RawStorage:
+    """The raw store every part of pumptrail uses for this database and these settings.
+
+    `root` is the `raw_store` folder (used by the folder store only); `durable` as
+    for `RawStore` (the database store's writes are transactions, always durable).
+    """
+    if raw_store_kind(engine, mode) == DATABASE:
+        return DatabaseRawStore(engine)
+    return RawStore(root, durable=durable)
+
+
+@dataclass
+class CopyReport:
+    """What `copy_raw_store` did, by SHA-256."""
+
+    copied: list[str] = field(default_factory=list)
+    already_stored: list[str] = field(default_factory=list)
+    # Files whose bytes do not hash to their name (or cannot be read): not copied.
+    damaged: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return len(self.copied) + len(self.already_stored) + len(self.damaged)
+
+
+def copy_raw_store(
+    source: RawStorage,
+    target: RawStorage,
+    *,
+    report: Callable[[str, str], None] | None = None,
+) -> CopyReport:
+    """Copy every file of `source` that `target` lacks, each checked against its hash.
+
+    Idempotent: files already in `target` are counted, not written again, so an
+    interrupted copy is finished by running it again. Each copied file is durable
+    in `target` before the next is read. `report(outcome, digest)` sees each file:
+    `copied`, `already_stored` or `damaged`.
+    """
+    result = CopyReport()
+    for digest in source.iterate():
+        try:
+            data = source.read_unchecked(digest)
+        except OSError:
+            data = b""  # unreadable: reported as damaged, never copied
+        if data is None:
+            continue  # gone since it was listed
+        if sha256_hex(data) != digest:
+            outcome, bucket = "damaged", result.damaged
+        elif target.contains(digest):
+            outcome, bucket = "already_stored", result.already_stored
+        else:
+            target.put(data)
+            outcome, bucket = "copied", result.copied
+        bucket.append(digest)
+        if report is not None:
+            report(outcome, digest)
+    return result

@@ -52,7 +52,7 @@ from db.signing import SigningIdentity, SigningKeyError
 from evidence import Rules
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer
-from ingest.rawstore import RawStore
+from ingest.rawstore import AUTO, open_raw_store
 from ingest.watch import InboxWatcher, error_text, is_transient
 from parsers.errors import PumptrailError
 
@@ -80,6 +80,8 @@ class ServiceConfig:
     archive: Path
     quarantine: Path
     raw_store: Path
+    # `raw_store_mode` (ingest.rawstore): where the imported raw exports are kept.
+    raw_store_mode: str = AUTO
     poll_seconds: float = 2.0
     settle_seconds: float = 2.0
     retry_max_seconds: float = 60.0
@@ -156,7 +158,8 @@ class Service:
                 if self.config.anchor is not None:
                     anchor_engine(engine, self.config.anchor, self._identity)
                 self._engine = engine
-                self._importer = Importer(engine, RawStore(self.config.raw_store), self.rules)
+                store = open_raw_store(engine, self.config.raw_store, self.config.raw_store_mode)
+                self._importer = Importer(engine, store, self.rules)
             return self._importer
 
     def _fatal(self, exc: BaseException) -> None:

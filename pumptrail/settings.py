@@ -26,12 +26,16 @@ from parsers.errors import PumptrailError
 
 ENV_PREFIX = "PUMPTRAIL_"
 CONFIG_ENV = "PUMPTRAIL_CONFIG"
+# The modes of `ingest.rawstore.RAW_STORE_MODES`, here so that loading the settings
+# does not import the database library (tests/pumptrail/test_cli.py checks that the
+# two agree).
+RAW_STORE_MODES = ("auto", "files", "database")
 
 
 class SettingsError(PumptrailError):
-    """Raised when a configuration value cannot be used: a value of the wrong type or
-    negative, an unreadable config file, or an unknown name in it (the message names
-    the source and the setting). Also raised at import when `Settings` lacks a typed
+    """Raised when a configuration value cannot be used: a value of the wrong type,
+    negative or not one of its choices, an unreadable config file, or an unknown name
+    in it (the message names the source and the setting). Also raised at import when `Settings` lacks a typed
     attribute for a declared setting."""
 
 
@@ -43,6 +47,8 @@ class Setting:
     help: str
     # Path defaults are written relative to data_dir: "{data_dir}/inbox".
     derived: bool = False
+    # The values a text setting may take (empty: any).
+    choices: tuple[str, ...] = ()
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -82,6 +88,15 @@ SETTINGS: tuple[Setting, ...] = (
         "{data_dir}/raw",
         "content-addressed copy of every imported file (SHA-256, read-only)",
         derived=True,
+    ),
+    Setting(
+        "raw_store_mode",
+        str,
+        "auto",
+        "where raw exports are kept: auto (PostgreSQL: in the database, shared by every "
+        "workstation; SQLite: the raw_store folder), files (the raw_store folder) or "
+        "database",
+        choices=RAW_STORE_MODES,
     ),
     Setting(
         "rules_dir",
@@ -157,6 +172,7 @@ class Settings:
     archive: Path
     quarantine: Path
     raw_store: Path
+    raw_store_mode: str
     rules_dir: Path
     poll_seconds: float
     settle_seconds: float
@@ -214,6 +230,11 @@ def _convert(setting: Setting, raw: Any, source: str) -> Any:
         raise SettingsError(
             f"{source}: setting {setting.name}: expected {setting.kind.__name__}, found {raw!r}"
         ) from exc
+    if setting.choices and converted not in setting.choices:
+        raise SettingsError(
+            f"{source}: setting {setting.name}: expected one of "
+            f"{', '.join(setting.choices)}, found {raw!r}"
+        )
     if setting.kind in (int, float) and converted < 0:
         raise SettingsError(
             f"{source}: setting {setting.name}: must not be negative, found {raw!r}"

@@ -28,6 +28,7 @@ from db.checkpoints import AnchorConfig
 from db.engine import normalize_url, sqlite_path, write_transaction
 from db.signing import SigningIdentity
 from evidence import Rules
+from ingest.rawstore import AUTO, RawStorage, open_raw_store
 from parsers.errors import PumptrailError
 from web.auth import (
     CSRF_FIELD,
@@ -54,6 +55,8 @@ class WebConfig:
     inbox: Path
     quarantine: Path
     due_within_days: int = 14
+    # `raw_store_mode` (ingest.rawstore): where the raw exports are read from.
+    raw_store_mode: str = AUTO
     # Minutes of inactivity after which a login ends; hours a login lasts at most.
     idle_minutes: int = 30
     max_hours: int = 12
@@ -139,6 +142,13 @@ class CsrfRefused(PumptrailError):
 def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.pumptrail
     return state
+
+
+def raw_store_of(state: AppState) -> RawStorage:
+    """The raw store the importer of this database writes to (read only here)."""
+    return open_raw_store(
+        state.engine, state.config.raw_store, state.config.raw_store_mode, durable=False
+    )
 
 
 def is_secure(request: Request) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from evidence import Rules
-from ingest.rawstore import RawStore
+from ingest.rawstore import RawStorage
 from ingest.replay import RAW_KINDS, Replayer
 from parsers.registry import PARSER_VERSION
 
@@ -50,7 +50,7 @@ class SessionReplay:
 
 def replay_pump_of(
     engine: Engine,
-    store: RawStore,
+    store: RawStorage,
     rules: Rules,
     *,
     session_id: str,

@@ -14,7 +14,9 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import db.audit  # noqa: F401  (puts the audit_log model on Base.metadata)
+# Imported for their models, which these modules put on Base.metadata.
+import db.audit
+import db.raw_blobs  # noqa: F401
 from db.engine import make_engine
 from db.models import Base
 

@@ -4,8 +4,9 @@
 their evidence derived from the programmer's own bytes by this software, and has
 nothing been changed since? For every pump (or one, `--pump`), in chain order:
 
-1. Every imported raw file of its sessions is read back from the raw store and
-   its SHA-256 checked: a file whose bytes no longer match is *tampered*, a file
+1. Every imported raw file of its sessions is read back from the raw store (on a
+   shared PostgreSQL database, the database itself: every workstation checks
+   every file, `ingest.rawstore.open_raw_store`) and its SHA-256 checked: a file whose bytes no longer match is *tampered*, a file
    gone from the store is *missing*.
 2. Each file is decoded again (`parsers.registry.decode_bytes`) and the session's
    exports are resolved as the import pipeline resolves them, in arrival order
@@ -54,7 +55,7 @@ from db.replay_queries import RawFileRef, StoredRows
 from evidence import Rules
 from ingest.exports import Incoming, Resolved, decode_export, export_in_use
 from ingest.pipeline import Importer, evidence_record
-from ingest.rawstore import RawStore, RawStoreError, sha256_hex
+from ingest.rawstore import RawStorage, RawStoreError, sha256_hex
 from ingest.replay.comparison import compare_evidence, compare_session, field_counts
 from ingest.replay.report import (
     NO_RAW_FILE,
@@ -121,7 +122,7 @@ class Replayer:
     def __init__(
         self,
         engine: Engine,
-        store: RawStore,
+        store: RawStorage,
         rules: Rules,
         *,
         actor: str = audit.SYSTEM_ACTOR,
@@ -204,11 +205,11 @@ class Replayer:
                 RAW_MISSING, raw.sha256, message=f"cannot be read ({whose}): {exc.strerror}"
             )
         except RawStoreError:
-            if not self.store.contains(raw.sha256):
+            data = self.store.read_unchecked(raw.sha256)
+            if data is None:
                 return None, Difference(
                     RAW_MISSING, raw.sha256, message=f"not in the raw store ({whose})"
                 )
-            data = self.store.path_for(raw.sha256).read_bytes()
             return None, Difference(
                 TAMPERED,
                 raw.sha256,

@@ -28,7 +28,7 @@ from pumptrail.commands.db import (
     resolve,
 )
 
-SETTINGS = ("rules_dir", "db", "data_dir", "raw_store")
+SETTINGS = ("rules_dir", "db", "data_dir", "raw_store", "raw_store_mode")
 
 
 def register(subparsers: Any) -> None:
@@ -46,14 +46,15 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from db.audit import cli_actor
     from ingest.pipeline import GROUP_FILES, Importer, ImportSummary, expand_paths, summary_counts
-    from ingest.rawstore import RawStore
+    from ingest.rawstore import open_raw_store
     from pumptrail.progress import Progress, wanted
 
     resolved = resolve(args)
     rules = load_clinic_rules(resolved)
     engine = open_from_settings(resolved)
     try:
-        importer = Importer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
+        store = open_raw_store(engine, resolved.raw_store, resolved.raw_store_mode)
+        importer = Importer(engine, store, rules, actor=cli_actor())
         summary = ImportSummary()
         show = wanted()
         # The bar needs the number of files up front: walk the folders first.

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from evidence import Rules
     from ingest.replay import Difference
 
-SETTINGS = ("db", "data_dir", "raw_store")
+SETTINGS = ("db", "data_dir", "raw_store", "raw_store_mode")
 MAX_LINES_PER_SUBJECT = 20
 
 
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.write_expected:
         raise CommandError("--write-expected needs --fixtures DIR")
     from db.audit import cli_actor
-    from ingest.rawstore import RawStore
+    from ingest.rawstore import open_raw_store
     from ingest.replay import UNREPAIRABLE, Replayer, counted
     from pumptrail.progress import Progress
 
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     rules = _rules(args, resolved)
     engine = open_from_settings(resolved)
     try:
-        replayer = Replayer(engine, RawStore(resolved.raw_store), rules, actor=cli_actor())
+        store = open_raw_store(engine, resolved.raw_store, resolved.raw_store_mode)
+        replayer = Replayer(engine, store, rules, actor=cli_actor())
         with Progress(None, unit="pumps") as progress:
             result = replayer.run(
                 pump=args.pump,

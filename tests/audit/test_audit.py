@@ -408,7 +408,7 @@ def test_imports_and_refusals_are_audited_without_patient_data(db_url: str, tmp_
         imp.actor = "cli:tester"
         imported = imp.import_path(good)
         refused = imp.import_path(bad)
-        again = imp.import_path(good)  # identical bytes: nothing stored, nothing audited
+        again = imp.import_path(good)  # identical bytes: nothing stored, but audited
         with imp.engine.connect() as connection:
             entries = audit.show(connection)
             rows = connection.execute(select(audit.audit_log)).all()
@@ -421,8 +421,11 @@ def test_imports_and_refusals_are_audited_without_patient_data(db_url: str, tmp_
     assert [(e.actor, e.action, e.target) for e in entries] == [
         ("cli:tester", "import", scenario.header.session_id),
         ("cli:tester", "quarantine", refused.sha256),
+        ("cli:tester", "import", scenario.header.session_id),
     ]
     assert entries[0].detail["sha256"] == imported.sha256
+    assert entries[2].detail["sha256"] == imported.sha256
+    assert entries[2].detail["outcome"] == "duplicate"
     assert entries[0].detail["outcome"] == "imported"
     assert entries[0].detail["source_format"] == "psl-binary"
     assert entries[1].detail["outcome"] == "refused"

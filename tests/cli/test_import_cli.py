@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from db.migrate import open_database
+from ingest.rawstore import open_raw_store
 from pumptrail.cli import main
 from tests.ingest.exports import binary, csv, history, write, write_binaries
 
@@ -125,5 +127,11 @@ def test_two_exports_with_one_name_from_two_folders_are_both_imported(
         f"imported  {b}: session {second.header.session_id} (psl-binary)",
         "2 files: 2 imported, 0 duplicate, 0 refused",
     ]
-    # Both raw files are kept: two files in the raw store.
-    assert len([p for p in raw.rglob("*") if p.is_file()]) == 2
+    # Both raw files are kept: two files in the raw store (on PostgreSQL, the database).
+    engine = open_database(db_url)
+    try:
+        assert len(list(open_raw_store(engine, raw).iterate())) == 2
+    finally:
+        engine.dispose()
+    if engine.dialect.name == "sqlite":
+        assert len([p for p in raw.rglob("*") if p.is_file()]) == 2

@@ -105,6 +105,19 @@ def test_the_role_choices_are_the_web_views_roles() -> None:
     assert tuple(user_command.ROLES) == tuple(ROLES)
 
 
+def test_the_raw_store_mode_choices_are_the_raw_stores_modes() -> None:
+    from ingest.rawstore import RAW_STORE_MODES
+
+    assert settings.RAW_STORE_MODES == RAW_STORE_MODES
+    assert settings.SETTINGS_BY_NAME["raw_store_mode"].choices == RAW_STORE_MODES
+
+
+def test_an_unknown_raw_store_mode_is_unusable_settings() -> None:
+    from ingest.rawstore import RawStoreModeError
+
+    assert cli.exit_status_of(RawStoreModeError("x")) == 2
+
+
 def test_the_service_takes_its_config_without_importing_the_cli() -> None:
     probe = "import sys, ingest.service; print(any(m.startswith('pumptrail') for m in sys.modules))"
     done = subprocess.run(  # noqa: PLW1510 - the status is asserted

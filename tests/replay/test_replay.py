@@ -68,6 +68,9 @@ class Stored:
             self.url,
             "--raw-store",
             str(self.raw),
+            # The folder store the tests' importer writes to, on PostgreSQL too.
+            "--raw-store-mode",
+            "files",
             "--data-dir",
             str(self.tmp / "data"),
         ]

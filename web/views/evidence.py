@@ -16,8 +16,8 @@ from fastapi.responses import Response
 
 from db import audit
 from db.models import utc_now
-from ingest.rawstore import RawStore, RawStoreError
-from web.context import app_state, current_user, record, render, require
+from ingest.rawstore import RawStoreError
+from web.context import app_state, current_user, raw_store_of, record, render, require
 from web.packet_signing import build_signed_packet
 from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import raw_file, raw_files_of, session_record
@@ -128,7 +128,7 @@ def raw_download(
     if found is None:
         return not_found(request, "No raw file with this SHA-256 was ever offered for import.")
     try:
-        data = RawStore(state.config.raw_store, durable=False).get(sha256)
+        data = raw_store_of(state).get(sha256)
     except RawStoreError as exc:
         return render(
             request,
@@ -159,7 +159,7 @@ def replay_page(
         return not_found(request, "No stored session has this ID.")
     result = replay_pump_of(
         state.engine,
-        RawStore(state.config.raw_store, durable=False),
+        raw_store_of(state),
         state.rules,
         session_id=session_id,
         pump_serial=record_.pump_serial,
