@@ -1,10 +1,17 @@
-"""The tables of migration 0003: web accounts and the per-profile code index.
+"""The tables of web accounts and the per-profile code index (migrations 0003, 0005).
 
 - `users`: one account of the web view (`pumptrail user add`), its role
   (`coder`, `auditor`, `admin`), an argon2 password hash and a `session_version`
-  that every logout, password, role or disable change increments: a browser
-  session cookie names the version it was issued under, so bumping it ends every
-  session of that account at once (the cookie itself is stateless).
+  that every password, role or disable change increments: a browser session
+  cookie names the version it was issued under, so bumping it ends every session
+  of that account at once. `username_key` is the name in lower case, unique: two
+  accounts never differ only in case, and a login matches the name in any case.
+- `web_sessions`: one row per open browser session (login), keyed by the SHA-256
+  of the random session token its cookie carries; logout deletes that row only,
+  so the account's other browsers stay logged in.
+- `login_throttle`: failed logins counted per client address (`addr:<ip>`) and
+  per account name (`user:<name in lower case>`), kept in the database so the
+  count survives a restart and is shared by every worker (`web.throttle`).
 - `evidence_codes`: the CPT code of each stored session under every payer profile
   (docs/coding-rules.md §3), copied from the evidence document so the session list can
   filter by "code under profile P" through an index. `evidence.procedure` already
@@ -25,7 +32,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base, table_of
+from db.models import SHA256_LEN, Base, table_of
 
 USERNAME_LEN = 64
 ROLE_LEN = 16
@@ -33,6 +40,8 @@ ROLE_LEN = 16
 HASH_LEN = 255
 PROFILE_LEN = 64
 PROCEDURE_LEN = 16
+# "addr:" or "user:" and an IPv6 address or a user name.
+THROTTLE_KEY_LEN = 80
 
 
 class UserRow(Base):
@@ -42,6 +51,8 @@ class UserRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_LEN), unique=True)
+    # The name in lower case: user names are unique without regard to case.
+    username_key: Mapped[str] = mapped_column(String(USERNAME_LEN), unique=True)
     role: Mapped[str] = mapped_column(String(ROLE_LEN))
     password_hash: Mapped[str] = mapped_column(String(HASH_LEN))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -66,5 +77,31 @@ class EvidenceCodeRow(Base):
     __table_args__ = (Index("ix_evidence_codes_profile", "profile", "procedure", "session_pk"),)
 
 
+class WebSessionRow(Base):
+    """One open browser session: the SHA-256 of its cookie's token, the account, when."""
+
+    __tablename__ = "web_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_web_sessions_user", "user_id"),)
+
+
+class LoginThrottleRow(Base):
+    """Recent failed logins of one client address or one account name."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(THROTTLE_KEY_LEN), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_login_throttle_last", "last_failure_at"),)
+
+
 users = table_of(UserRow)
+web_sessions = table_of(WebSessionRow)
+login_throttle = table_of(LoginThrottleRow)
 evidence_codes = table_of(EvidenceCodeRow)

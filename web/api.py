@@ -9,8 +9,9 @@
 
 Same login as the pages (the session cookie); without it the answer is 401 with
 a JSON body. Every answer is an export and is recorded in the audit log
-(`export_api`): the target is the session ID or `sessions`, the detail names the
-filters used, never their values (a patient ID is a filter value).
+(`export_api`): the target is the session ID or `sessions`; the detail holds
+the route, the client address, the filters with their values (a patient ID
+filter only as `patient_filter: true`) and the session IDs of the answer.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from db.queries import evidence_document_text
 from evidence.codes import ProcedureCode
 from evidence.flags import SessionFlag
 from web.auth import SESSION_COOKIE
-from web.context import app_state, current_user, record
+from web.context import app_state, current_user, record_view
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     BadCursor,
@@ -232,12 +233,31 @@ def api_sessions(
             cursor=page_cursor,
             limit=limit,
         )
-    record(
+    filters: dict[str, object] = {
+        name: value.isoformat() if isinstance(value, date) else value
+        for name, value in (
+            ("date_from", date_from),
+            ("date_to", date_to),
+            ("pump_serial", pump_serial),
+            ("procedure", procedure),
+        )
+        if value
+    }
+    if flt.flags:
+        filters["flags"] = list(flt.flags)
+    if flagged:
+        filters["flagged"] = True
+    if patient_id:
+        filters["patient_filter"] = True
+    filters.update(profile=chosen, sort=sort, limit=limit, page="cursor" if cursor else "first")
+    record_view(
         request,
-        actor=user.username,
-        action=audit.EXPORT_API,
+        user,
+        audit.EXPORT_API,
         target="sessions",
-        detail={"filters": flt.active(), "rows": len(page.rows)},
+        filters=filters,
+        rows=len(page.rows),
+        session_ids=[row.session_id for row in page.rows],
     )
     return SessionList(
         profile=chosen,
@@ -290,5 +310,5 @@ def api_session(
         text = evidence_document_text(connection, session_id) if len(session_id) <= 64 else None
     if text is None:
         return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
-    record(request, actor=user.username, action=audit.EXPORT_API, target=session_id)
+    record_view(request, user, audit.EXPORT_API, target=session_id, session_ids=[session_id])
     return Response(content=text.encode("utf-8"), media_type="application/json")

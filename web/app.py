@@ -6,7 +6,7 @@ one tiny script, no CDN. What every response gets:
 - security headers: a strict Content-Security-Policy (only this site's styles,
   images and script; no frames, no foreign form targets), `nosniff`, `no-store` caching of
   everything but the static files; referrers only to this site (list URLs may
-  carry a patient ID filter);
+  carry a patient ID filter); HSTS whenever cookies are Secure;
 - the refreshed session cookie when the idle timeout slides (`web.auth`);
 - an access log line (logger `pumptrail.web.access`, event `http_request`,
   key=value fields as `ingest.logging_setup` writes them): the method, the
@@ -77,6 +77,9 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# Sent on every answer when cookies are Secure (configured, or the request came
+# over https): browsers then refuse plain http to this site for a year.
+HSTS = "max-age=31536000"
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -303,6 +306,8 @@ def _install_middleware(app: FastAPI) -> None:
             )
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if is_secure(request):
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         if request.url.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "private, max-age=3600")
         else:

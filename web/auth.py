@@ -1,17 +1,19 @@
-"""Browser sessions, CSRF tokens, the signing secret and the login throttle.
+"""Browser session cookies, CSRF tokens and the signing secret (docs/web.md "Login").
 
 A browser session is a signed cookie (itsdangerous, HMAC-SHA1 over a key derived
 from the secret) holding the account id, the account's `session_version` when the
-cookie was issued, a CSRF token and the login time. Nothing is stored per
-session on the server, so viewing a page writes nothing but the audit row:
+cookie was issued, the session's random token, a CSRF token and the login time.
+The server keeps one row per open session (`web_sessions`, by the token's
+SHA-256; `web.users`), so viewing a page writes nothing but the audit row:
 
 - idle timeout: the signature's timestamp is the last activity; a cookie older
   than the idle timeout is refused, and each request re-issues it (at most once a
   minute) so activity keeps it alive; a login lasts at most `max_age` in all;
-- logout, a role, password or disable change increment the account's
-  `session_version`, so every cookie issued before is refused;
+- logout deletes that browser's session row only; a role, password or disable
+  change increments the account's `session_version` (and deletes its rows), so
+  every cookie issued before is refused;
 - the cookie is HttpOnly, SameSite=Strict, path `/`, and Secure when the request
-  came over https (or always, when configured);
+  came over https (or always, when configured; then `web.app` sends HSTS too);
 - every form carries the session's CSRF token in the hidden field `csrf_token`;
   the login form, shown before any session exists, takes its token from a short
   pre-login cookie of its own. Tokens compare in constant time.
@@ -26,9 +28,7 @@ import logging
 import os
 import secrets
 import stat
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +95,8 @@ class BrowserSession:
 
     user_id: int
     version: int
+    # The random token naming the session's `web_sessions` row.
+    token: str
     csrf: str
     login_at: int
     # When the cookie was last signed (seconds since the epoch).
@@ -111,11 +113,18 @@ class SessionCodec:
         self._login = URLSafeTimedSerializer(secret, salt="pumptrail-login-form")
 
     def issue(
-        self, user_id: int, version: int, *, csrf: str | None = None, login_at: int | None = None
+        self,
+        user_id: int,
+        version: int,
+        *,
+        token: str | None = None,
+        csrf: str | None = None,
+        login_at: int | None = None,
     ) -> str:
         payload = {
             "u": user_id,
             "v": version,
+            "s": token or new_token(),
             "c": csrf or new_token(),
             "t": int(time.time()) if login_at is None else login_at,
         }
@@ -141,7 +150,11 @@ class SessionCodec:
         if time.time() - session.signed_at < REFRESH_AFTER_S:
             return None
         return self.issue(
-            session.user_id, session.version, csrf=session.csrf, login_at=session.login_at
+            session.user_id,
+            session.version,
+            token=session.token,
+            csrf=session.csrf,
+            login_at=session.login_at,
         )
 
     def issue_login_form(self) -> tuple[str, str]:
@@ -163,16 +176,18 @@ class SessionCodec:
 def _session_from(payload: Any, signed_at: int) -> BrowserSession | None:
     if not isinstance(payload, Mapping):
         return None
-    user_id, version, csrf, login_at = (payload.get(k) for k in ("u", "v", "c", "t"))
+    user_id, version, token, csrf, login_at = (payload.get(k) for k in ("u", "v", "s", "c", "t"))
     if not (
         isinstance(user_id, int)
         and isinstance(version, int)
+        and isinstance(token, str)
+        and token
         and isinstance(csrf, str)
         and csrf
         and isinstance(login_at, int)
     ):
         return None
-    return BrowserSession(user_id, version, csrf, login_at, signed_at)
+    return BrowserSession(user_id, version, token, csrf, login_at, signed_at)
 
 
 def new_token() -> str:
@@ -183,42 +198,6 @@ def tokens_match(expected: str | None, given: str | None) -> bool:
     if not expected or not given:
         return False
     return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
-
-
-class LoginThrottle:
-    """Refuses logins for a user name after too many failures in a window.
-
-    In memory, per process: a brake on password guessing through the form, not a
-    lockout an attacker could use to keep a coder out for long.
-    """
-
-    def __init__(self, *, failures: int = 10, window_s: float = 900.0) -> None:
-        self.failures = failures
-        self.window_s = window_s
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._seen.setdefault(key, deque())
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        return times
-
-    def blocked(self, username: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return len(self._recent(username.lower(), now)) >= self.failures
-
-    def failed(self, username: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._seen) > 10_000:  # many distinct names: forget the oldest state
-                self._seen.clear()
-            self._recent(username.lower(), now).append(now)
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._seen.pop(username.lower(), None)
 
 
 def cookie_flags(*, secure: bool, max_age: int | None) -> dict[str, Any]:

@@ -35,12 +35,12 @@ from web.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     BrowserSession,
-    LoginThrottle,
     SessionCodec,
     cookie_flags,
     tokens_match,
 )
-from web.users import User, get_user
+from web.throttle import LoginThrottle
+from web.users import User, browser_session_open, get_user
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class WebConfig:
     # Minutes of inactivity after which a login ends; hours a login lasts at most.
     idle_minutes: int = 30
     max_hours: int = 12
-    # True: always Secure cookies; None: Secure when the request came over https.
+    # True: always Secure cookies, and HSTS on every answer; None: Secure when the
+    # request came over https.
     secure_cookies: bool | None = None
     # Seconds between repairs of the per-profile code index (0: only at start).
     sync_codes_seconds: float | None = 60.0
@@ -180,7 +181,15 @@ def optional_user(request: Request) -> User | None:
     if session is not None:
         with state.engine.connect() as connection:
             found = get_user(connection, session.user_id)
-        if found is not None and not found.disabled and found.session_version == session.version:
+            still_open = found is not None and browser_session_open(
+                connection, found.id, session.token
+            )
+        if (
+            found is not None
+            and still_open
+            and not found.disabled
+            and found.session_version == session.version
+        ):
             user = found
             refreshed = state.codec.refreshed(session)
             if refreshed is not None:
@@ -213,13 +222,33 @@ def csrf_token(request: Request) -> str:
     return "" if session is None else session.csrf
 
 
+def check_login_csrf(request: Request, given: str | None) -> None:
+    """Refuse a login POST whose token is not its login form's.
+
+    The login form's own token always counts, so a session cookie left over from
+    a session ended elsewhere never makes a login fail; a browser still logged
+    in may also send its session's token.
+    """
+    expected = app_state(request).codec.read_login_form(request.cookies.get(LOGIN_COOKIE))
+    if tokens_match(expected, given):
+        return
+    # A logged-in browser may log in again (as another account) from any of its forms.
+    session = browser_session(request)
+    if session is None or not tokens_match(session.csrf, given):
+        raise CsrfRefused
+
+
 def check_csrf(request: Request, given: str | None) -> None:
     """Refuse a POST whose form token is not the session's (or the login form's)."""
     session = browser_session(request)
     expected = session.csrf if session is not None else None
     if expected is None:
         expected = app_state(request).codec.read_login_form(request.cookies.get(LOGIN_COOKIE))
-    if not tokens_match(expected, given):
+    if tokens_match(expected, given):
+        return
+    # A logged-in browser may log in again (as another account) from any of its forms.
+    session = browser_session(request)
+    if session is None or not tokens_match(session.csrf, given):
         raise CsrfRefused
 
 
@@ -249,6 +278,47 @@ def record(
     """Append an audit entry in its own write transaction (before the content is sent)."""
     with write_transaction(app_state(request).engine) as connection:
         audit.append(connection, actor=actor, action=action, target=target[:128], detail=detail)
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it (the proxy's own, unless it forwards it).
+
+    Behind a TLS proxy, `pumptrail serve --proxy-headers` lets uvicorn take the
+    address from `X-Forwarded-For` of a trusted proxy (docs/operations.md).
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
+def route_template(request: Request) -> str:
+    """The matched route's path template (`/pumps/{serial}`), never the concrete path."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "(no route)")
+
+
+def record_view(
+    request: Request,
+    user: User,
+    action: str,
+    *,
+    target: str = "",
+    filters: Mapping[str, object] | None = None,
+    **shown: object,
+) -> None:
+    """Record a view of patient data (docs/web.md "What is recorded"): who, from where, what was shown.
+
+    The detail holds the route template, the client address, the filters with
+    their values (`filters`; never a patient ID: a patient filter is recorded as
+    `patient_filter: true`) and the IDs the answer shows (`shown`, e.g.
+    `session_ids=[...]`, `pump_serials=[...]`: at most one page of them).
+    """
+    detail: dict[str, object] = {
+        "route": route_template(request),
+        "client": client_address(request),
+    }
+    if filters:
+        detail["filters"] = dict(filters)
+    detail.update(shown)
+    record(request, actor=user.username, action=action, target=target, detail=detail)
 
 
 def render(

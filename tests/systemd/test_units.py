@@ -129,7 +129,11 @@ def test_verify_would_catch_a_broken_unit(local_units: list[Path]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "command"), [("pumptrail.service", "run"), ("pumptrail-web.service", "serve")]
+    ("name", "command"),
+    [
+        ("pumptrail.service", "run"),
+        ("pumptrail-web.service", "serve --secure-cookies --proxy-headers"),
+    ],
 )
 def test_common_directives(name: str, command: str) -> None:
     s = service(name)

@@ -36,11 +36,26 @@ def test_the_session_list_as_json(coder: TestClient, data: DemoData, engine: Eng
     assert first["session_start_utc"].endswith("Z")
     assert first["patient_id"].startswith("SYN-")
     assert body["next_cursor"] is None and body["prev_cursor"] is None
-    # Audited, with the filters' names and never their values.
+    # Audited: the route, the client, the filters with their values (a patient ID
+    # only as used) and the session IDs of the answer.
     coder.get("/api/sessions", params={"patient_id": "SYN-0000001", "flag": "chain_gap"})
     entries = exports(engine)
     assert [(e.actor, e.target) for e in entries] == [("cora", "sessions"), ("cora", "sessions")]
-    assert entries[-1].detail == {"filters": ["patient_id", "flags"], "rows": 0}
+    assert sorted(entries[0].detail["session_ids"]) == sorted(data.session_ids)
+    assert entries[-1].detail == {
+        "route": "/api/sessions",
+        "client": "testclient",
+        "filters": {
+            "flags": ["chain_gap"],
+            "patient_filter": True,
+            "profile": "rate-dose",
+            "sort": "newest",
+            "limit": 50,
+            "page": "first",
+        },
+        "rows": 0,
+        "session_ids": [],
+    }
     assert "SYN-0000001" not in json.dumps([e.detail for e in entries])
 
 

@@ -190,7 +190,9 @@ def test_a_wrong_password_is_refused_and_audited(anonymous: TestClient, engine: 
     assert "wrong password" in response.text
     assert not any(h.startswith(SESSION_COOKIE + "=") for h in set_cookie_headers(response))
     failed = entries(engine, audit.LOGIN_FAILED)
-    assert [(e.actor, e.detail) for e in failed] == [("cora", {"reason": "bad_credentials"})]
+    assert [(e.actor, e.detail) for e in failed] == [
+        ("cora", {"reason": "bad_credentials", "client": "testclient"})
+    ]
     assert "not-the-password" not in repr(failed)
     assert anonymous.get("/sessions", follow_redirects=False).status_code == 303
 
@@ -220,7 +222,10 @@ def test_repeated_failures_are_throttled(anonymous: TestClient, engine: Engine) 
     )
     assert response.status_code == 429
     assert "Too many failed attempts" in response.text
-    assert entries(engine, audit.LOGIN_FAILED)[-1].detail == {"reason": "throttled"}
+    throttled = entries(engine, audit.LOGIN_FAILED)[-1].detail
+    assert (throttled["reason"], throttled["client"]) == ("throttled", "testclient")
+    assert 0 < throttled["wait_s"] <= 5
+    assert response.headers["retry-after"] == str(throttled["wait_s"])
 
 
 def test_login_without_its_csrf_token_is_refused(anonymous: TestClient, engine: Engine) -> None:
@@ -235,7 +240,7 @@ def test_login_without_its_csrf_token_is_refused(anonymous: TestClient, engine: 
     assert entries(engine, audit.LOGIN) == []
 
 
-def test_logout_ends_the_session_everywhere_and_is_audited(
+def test_logout_ends_this_browsers_session_and_is_audited(
     coder: TestClient, engine: Engine
 ) -> None:
     old_cookie = coder.cookies.get(SESSION_COOKIE)
@@ -250,7 +255,7 @@ def test_logout_ends_the_session_everywhere_and_is_audited(
     assert response.status_code == 303
     assert response.headers["location"] == "/login"
     assert coder.get("/sessions", follow_redirects=False).status_code == 303
-    # The old cookie, replayed, is refused too: logout ended the account's sessions.
+    # The old cookie, replayed, is refused too: logout ended its session.
     coder.cookies.set(SESSION_COOKIE, old_cookie)
     assert coder.get("/sessions", follow_redirects=False).status_code == 303
     assert [(e.actor, e.action) for e in entries(engine, audit.LOGOUT)] == [("cora", "logout")]

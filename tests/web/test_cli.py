@@ -86,6 +86,34 @@ def test_user_add_list_set_role_disable(
     assert all(e.actor.startswith("cli:") for e in entries)
 
 
+def test_user_commands_apply_the_password_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--data-dir", str(tmp_path)]
+    add = ["user", "add", "dora", "--role", "coder", "--password-stdin", *db]
+    assert run(add, "eleven-char\n", monkeypatch) == 1
+    assert "at least 12 characters" in capsys.readouterr().err
+    assert run(add, "QWERTY123456\n", monkeypatch) == 1
+    assert "common passwords" in capsys.readouterr().err
+    assert run(add, "a-long-password\n", monkeypatch) == 0
+    capsys.readouterr()
+    change = ["user", "password", "dora", "--password-stdin", *db]
+    assert run(change, "1qaz2wsx3edc\n", monkeypatch) == 1
+    assert "common passwords" in capsys.readouterr().err
+    assert run(change, "Dora\n", monkeypatch) == 1
+    assert run(change, "another-long-password\n", monkeypatch) == 0
+    # Names are unique in any case from the command line too.
+    assert (
+        run(
+            ["user", "add", "DORA", "--role", "coder", "--password-stdin", *db],
+            "a-long-password\n",
+            monkeypatch,
+        )
+        == 1
+    )
+    assert "already exists" in capsys.readouterr().err
+
+
 def test_a_role_outside_the_three_is_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -293,7 +293,16 @@ def test_the_printable_packet_is_audited(coder: TestClient, data: DemoData, engi
     assert re.search(r'<td class="mono hash">[0-9a-f]{64}</td>', page.text)
     exports = audit_entries(engine, audit.EXPORT_PACKET)
     assert [(e.actor, e.target, e.detail) for e in exports] == [
-        ("cora", session_id, {"format": "html"})
+        (
+            "cora",
+            session_id,
+            {
+                "format": "html",
+                "route": "/sessions/{session_id}/packet",
+                "client": "testclient",
+                "session_ids": [session_id],
+            },
+        )
     ]
 
 
@@ -313,6 +322,9 @@ def test_the_pdf_packet_is_signed_carries_its_evidence_and_is_audited(
     )
     assert entry.detail == {
         "format": "pdf",
+        "route": "/sessions/{session_id}/packet.pdf",
+        "client": "testclient",
+        "session_ids": [session_id],
         "packet_id": packet_id,
         "sha256": hashlib.sha256(response.content).hexdigest(),
     }
@@ -339,6 +351,7 @@ def test_raw_files_download_byte_for_byte(
     assert response.content == RawStore(data.raw_store).get(digest)
     assert "attachment" in response.headers["content-disposition"]
     assert [(e.actor, e.target) for e in audit_entries(engine, "export_raw")] == [("cora", digest)]
+    assert audit_entries(engine, "export_raw")[0].detail["session_ids"] == [session_id]
     assert coder.get("/raw/" + "0" * 64).status_code == 404
     assert coder.get("/raw/not-a-hash").status_code == 404
 

@@ -216,7 +216,12 @@ def raw_files_of(connection: Connection, session_pk: int) -> list[RawFile]:
 
 
 def raw_file(connection: Connection, sha256: str) -> RawFile | None:
-    row = connection.execute(select(*RAW_COLUMNS).where(raw_files.c.sha256 == sha256)).first()
+    """One raw file by SHA-256, with the session ID it holds (None when refused)."""
+    row = connection.execute(
+        select(*RAW_COLUMNS, sessions.c.session_id)
+        .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
+        .where(raw_files.c.sha256 == sha256)
+    ).first()
     return None if row is None else raw_file_from_row(row)
 
 

@@ -13,11 +13,12 @@
 
 Server-rendered (Jinja2, autoescaped), no JavaScript but the packet's Print
 button. Every page but `/login` needs a login (`current_user` / `require`);
-every POST checks the form's CSRF token first. Session views, packet exports,
-raw-file downloads, logins, failed logins, logouts, user changes and re-queues
-are each recorded in the audit log before the answer is sent. Patient
-identifiers appear in pages and in the list's GET filter, never in logs or
-audit entries.
+every POST checks the form's CSRF token first. Every page showing patient data
+records one audit entry before the answer is sent (`web.context.record_view`:
+actor, client address, route, filters, the IDs shown; docs/web.md "What is
+recorded"), as do logins, failed logins, logouts, user changes and re-queues.
+Patient identifiers appear in pages and in the list's GET filter, never in
+logs or audit entries.
 """
 
 from fastapi import APIRouter

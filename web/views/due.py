@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from db import audit
 from db.due import due_report
-from web.context import app_state, current_user, render
+from web.context import app_state, current_user, record_view, render
 from web.users import User
 
 router = APIRouter(include_in_schema=False)
@@ -25,6 +26,15 @@ def due_page(request: Request, *, user: Annotated[User, Depends(current_user)]) 
     today = date.today()
     rows = due_report(
         state.engine, today=today, within_days=state.config.due_within_days, rules=state.rules
+    )
+    record_view(
+        request,
+        user,
+        audit.VIEW_DUE,
+        target="due",
+        filters={"within_days": state.config.due_within_days, "today": today.isoformat()},
+        pump_serials=[row.pump_serial for row in rows],
+        session_ids=[row.session_id for row in rows],
     )
     return render(
         request,

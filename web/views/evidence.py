@@ -1,7 +1,8 @@
 """One session: the evidence page, the printable packet, its PDF, raw downloads, replay.
 
-Each view, packet export and raw-file download is recorded in the audit log
-before the answer is sent (`web.context.record`). The page, the packet and the
+Each view, packet export, raw-file download and replay page is recorded in the
+audit log before the answer is sent (`web.context.record_view`: actor, client
+address, route, the session ID shown). The page, the packet and the
 PDF show one view model (`web.pages.EvidenceView`). The replay page (auditors)
 verifies the session's pump against its kept bytes (`web.replay`).
 """
@@ -17,7 +18,7 @@ from fastapi.responses import Response
 from db import audit
 from db.models import utc_now
 from ingest.rawstore import RawStoreError
-from web.context import app_state, current_user, raw_store_of, record, render, require
+from web.context import app_state, current_user, raw_store_of, record_view, render, require
 from web.packet_signing import build_signed_packet
 from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import raw_file, raw_files_of, session_record
@@ -45,13 +46,23 @@ def _view(request: Request, session_id: str) -> EvidenceView | None:
 
 
 def _audited_view(
-    request: Request, session_id: str, user: User, action: str, detail: dict[str, str] | None
+    request: Request, session_id: str, user: User, action: str, export_format: str | None
 ) -> EvidenceView | Response:
     """The session's evidence view, its access recorded before anything is sent; or 404."""
     view = _view(request, session_id)
     if view is None:
         return not_found(request, "No stored session has this ID.")
-    record(request, actor=user.username, action=action, target=session_id, detail=detail)
+    if export_format is None:
+        record_view(request, user, action, target=session_id, session_ids=[session_id])
+    else:
+        record_view(
+            request,
+            user,
+            action,
+            target=session_id,
+            session_ids=[session_id],
+            format=export_format,
+        )
     return view
 
 
@@ -69,7 +80,7 @@ def evidence_page(
 def packet_page(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, {"format": "html"})
+    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, "html")
     if isinstance(view, Response):
         return view
     return render(
@@ -98,12 +109,15 @@ def packet_pdf(
         generated_at=utc_now(),
         generated_by=user.username,
     )
-    record(
+    record_view(
         request,
-        actor=user.username,
-        action=audit.EXPORT_PACKET,
+        user,
+        audit.EXPORT_PACKET,
         target=session_id,
-        detail={"format": "pdf", "packet_id": packet.packet_id, "sha256": packet.sha256},
+        format="pdf",
+        session_ids=[session_id],
+        packet_id=packet.packet_id,
+        sha256=packet.sha256,
     )
     return Response(
         content=packet.data,
@@ -136,7 +150,13 @@ def raw_download(
             {"heading": "Raw file unavailable", "message": str(exc)},
             status_code=410,
         )
-    record(request, actor=user.username, action="export_raw", target=sha256)
+    record_view(
+        request,
+        user,
+        audit.EXPORT_RAW,
+        target=sha256,
+        session_ids=[found.session_id] if found.session_id else [],
+    )
     suffix = {"psl-binary": ".psl", "psl-csv": ".csv"}.get(found.source_format or "", ".bin")
     return Response(
         content=data,
@@ -157,6 +177,16 @@ def replay_page(
             raws = [] if record_ is None else raw_files_of(connection, record_.pk)
     if record_ is None:
         return not_found(request, "No stored session has this ID.")
+    runs = audit_entries(request, actions=REPLAY_ACTIONS)
+    record_view(
+        request,
+        user,
+        audit.VIEW_REPLAY,
+        target=session_id,
+        session_ids=[session_id],
+        pump_serials=[record_.pump_serial],
+        entry_ids=[run["id"] for run in runs],
+    )
     result = replay_pump_of(
         state.engine,
         raw_store_of(state),
@@ -169,5 +199,5 @@ def replay_page(
     return render(
         request,
         "replay.html",
-        {"nav": "replay", "result": result, "runs": audit_entries(request, actions=REPLAY_ACTIONS)},
+        {"nav": "replay", "result": result, "runs": runs},
     )

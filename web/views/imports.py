@@ -25,7 +25,7 @@ from db.engine import write_transaction
 from ingest.quarantine import quarantined_file, quarantined_files
 from ingest.quarantine import requeue as requeue_file
 from web import present
-from web.context import app_state, check_csrf, current_user, render, require
+from web.context import app_state, check_csrf, current_user, record_view, render, require
 from web.queries import import_counts, recent_imports
 from web.users import User
 from web.views.common import MESSAGES, not_found, redirect
@@ -118,6 +118,17 @@ def imports_page(request: Request, *, user: Annotated[User, Depends(current_user
         counts = import_counts(connection)
         recent = recent_imports(connection, limit=50)
     inbox, more = inbox_files(state.config.inbox, INBOX_LIMIT)
+    quarantine = quarantine_rows(state.config.quarantine, QUARANTINE_LIMIT)
+    record_view(
+        request,
+        user,
+        audit.VIEW_IMPORTS,
+        target="imports",
+        session_ids=[item.session_id for item in recent if item.session_id],
+        raw_sha256s=[item.sha256 for item in recent],
+        quarantined=len(quarantine),
+        inbox=len(inbox),
+    )
     return render(
         request,
         "imports.html",
@@ -128,7 +139,7 @@ def imports_page(request: Request, *, user: Annotated[User, Depends(current_user
             "inbox": inbox,
             "inbox_more": more,
             "inbox_path": str(state.config.inbox),
-            "quarantine": quarantine_rows(state.config.quarantine, QUARANTINE_LIMIT),
+            "quarantine": quarantine,
             "quarantine_path": str(state.config.quarantine),
             "message": MESSAGES.get(str(request.query_params.get("done", "")), ""),
         },

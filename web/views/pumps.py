@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from db import audit
 from web import present
 from web.charts import timeline_charts
-from web.context import app_state, current_user, render
+from web.context import app_state, current_user, record_view, render
 from web.queries import pump_timeline
 from web.users import User
 from web.views.common import not_found
@@ -33,6 +34,14 @@ def timeline_page(
     if found is None:
         return not_found(request, "No pump with this serial has a stored session.")
     pump, entries = found
+    record_view(
+        request,
+        user,
+        audit.VIEW_TIMELINE,
+        target=serial,
+        pump_serials=[serial],
+        session_ids=[entry.session_id for entry in entries],
+    )
     rows = []
     for entry in entries:
         doc = entry.document

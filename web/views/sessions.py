@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from db import audit
 from evidence.codes import PROCEDURE_CODES
 from evidence.flags import SESSION_FLAGS
-from web.context import app_state, current_user, render
+from web.context import app_state, current_user, record_view, render
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     PAGE_SIZES,
@@ -67,6 +68,21 @@ class ListForm:
         if self.sort != "newest":
             pairs.append(("sort", self.sort))
         return pairs
+
+    def audited(self) -> dict[str, object]:
+        """The filters as an audit entry records them: values, but a patient ID only as used."""
+        values: dict[str, object] = {
+            name: value
+            for name, value in self.query()
+            if name not in ("patient_id", "flag", "flagged")
+        }
+        if self.flagged:
+            values["flagged"] = True
+        if self.flags:
+            values["flags"] = list(self.flags)
+        if self.patient_id:
+            values["patient_filter"] = True
+        return values
 
 
 def _parse_date(text: str, label: str, errors: list[str]) -> date | None:
@@ -145,6 +161,14 @@ def sessions_page(request: Request, *, user: Annotated[User, Depends(current_use
             cursor=cursor,
             limit=limit,
         )
+    record_view(
+        request,
+        user,
+        audit.VIEW_SESSIONS,
+        target="sessions",
+        filters={**form.audited(), "limit": limit, "page": "cursor" if cursor else "first"},
+        session_ids=[row.session_id for row in page.rows],
+    )
     base = form.query() + ([("limit", str(limit))] if limit != DEFAULT_PAGE_SIZE else [])
 
     def url(cursor_text: str | None) -> str | None:
