@@ -75,6 +75,7 @@ USER_ADD: Final = "user_add"
 USER_CHANGE: Final = "user_change"
 REQUEUE: Final = "requeue"
 RAW_MIGRATE: Final = "raw_migrate"
+DISMISS: Final = "quarantine_dismiss"
 
 SYSTEM_ACTOR: Final = "system"
 

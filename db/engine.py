@@ -13,7 +13,8 @@ transaction handling is switched off and SQLAlchemy's `begin` emits `BEGIN`
 itself, `BEGIN IMMEDIATE` for a connection marked `pumptrail_write`: a write
 transaction takes the write lock up front, so two importers queue on the busy
 timeout instead of failing to upgrade a read lock (SQLAlchemy's documented pysqlite
-recipe). The parent folder of a new SQLite file is created 0700: the database holds
+recipe). The parent folder of a new SQLite file is created 0700 and the file itself
+0600 (with it its `-wal` and `-shm` files) whatever the umask: the database holds
 patient identifiers.
 
 Group commit (`write_transaction(..., group_commit=True)`, for bulk imports whose
@@ -109,6 +110,22 @@ def _prepare_sqlite_folder(path: Path) -> None:
     os.chmod(parent, 0o700)  # mkdir's mode is subject to the umask
 
 
+def _create_sqlite_file(path: Path) -> None:
+    """Create a missing database file 0600 just before SQLite would create it.
+
+    SQLite creates the `-wal` and `-shm` files with the database file's mode, so
+    all three are 0600 whatever the umask. An existing file is left as it is.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return  # there already, or SQLite reports what is wrong with the path
+    try:
+        os.fchmod(fd, 0o600)  # the umask only removes bits; set the mode regardless
+    finally:
+        os.close(fd)
+
+
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
     # Autocommit at the driver level: SQLAlchemy's `begin` listener emits BEGIN.
     dbapi_connection.isolation_level = None
@@ -170,6 +187,13 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         if path is not None:
             _prepare_sqlite_folder(path)
         engine = create_engine(parsed, **kwargs)
+        if path is not None:
+            database = path
+
+            def _before_connect(*_args: Any) -> None:
+                _create_sqlite_file(database)
+
+            event.listen(engine, "do_connect", _before_connect)
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine

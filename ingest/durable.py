@@ -12,11 +12,40 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # link() failing this way means the file system has no hard links.
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
+# Modes of what the service writes, whatever the umask: folders and files only
+# the service's own user may read (names and contents may carry patient data).
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create `folder` and any missing parent 0700 (a folder that exists is left as it is)."""
+    missing: list[Path] = []
+    current = Path(folder)
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # created by another process meanwhile
+        os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is subject to the umask
+
+
+def make_private(path: Path) -> None:
+    """Make a file 0600; a file another user owns is left as it is (its folder is 0700)."""
+    try:
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.chmod(path, PRIVATE_FILE_MODE)
+    except PermissionError:
+        pass
 
 
 def link_to_free_name(temp: Path, candidates: Iterable[Path]) -> Path:

@@ -116,7 +116,8 @@ class ImportResult:
     conflicting_exports: bool = False
     # Later sessions whose evidence this import re-derived (late arrival).
     rederived: int = 0
-    # What made a "failed" import fail (a database outage, a bug): for retry decisions.
+    # What made a "failed" import fail (a database outage, a bug): for retry decisions;
+    # for a refused file, its DecodeError (the quarantine record keeps its value kinds).
     exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
@@ -223,7 +224,7 @@ class Importer:
         try:
             return read_export(path, source=label), label
         except DecodeError as exc:  # too large: refused unread, so nothing to keep
-            return ImportResult(label, "refused", str(exc), error=exc.as_dict())
+            return ImportResult(label, "refused", str(exc), error=exc.as_dict(), exception=exc)
         except OSError as exc:
             return ImportResult(label, "refused", f"{label}: cannot read: {exc.strerror or exc}")
 
@@ -427,7 +428,7 @@ class Importer:
             },
         )
         log.info("file %s refused: %s", digest[:12], exc.code)
-        return ImportResult(name, "refused", str(exc), digest, error=error)
+        return ImportResult(name, "refused", str(exc), digest, error=error, exception=exc)
 
     def _raw_row(self, connection: Connection, incoming: Incoming, pk: int) -> None:
         connection.execute(

@@ -3,15 +3,23 @@
 A file the import pipeline refuses (docs/formats.md: not an export, or an
 export that breaks its format) is moved out of the inbox into the quarantine
 folder, beside a JSON error record named `<name>.error.json` (error code,
-message, offset or line, record, time UTC, parser version). Three jobs:
+offset or line, record index and type, the kinds of the expected and found
+values, time UTC, parser version). The record holds nothing copied from the file:
+a found value may be a patient's name (`error_record`, `safe_message`). Files and
+records are 0600 and the folder 0700 whatever the umask. Jobs:
 
 - write (`quarantine_file`, used by the inbox watcher `ingest.watch`): the
   record is written atomically (temporary file, fsync, rename, fsync of the
   folder), then the file is moved beside it;
 - list (`quarantined_files`, `quarantined_file`, used by the web imports page):
   each file with what its record says;
-- re-queue (`requeue`, the web imports page's admin action): the file goes back
-  into the inbox under a free name and its record is removed.
+- re-queue (`requeue`, the web imports page's admin action, and the watcher
+  when a quarantined file changed after it was quarantined, `changed_files`):
+  the file goes back into the inbox under a free name and its record is removed;
+- dismiss (`dismiss`, the web imports page's admin action): the file and its
+  record leave the quarantine; its bytes stay in the raw store;
+- symbolic links (`quarantine_link`): a link found in the inbox is moved here
+  as a link, never followed, beside a record saying so.
 
 A move never overwrites: it is a hard link to the destination followed by
 removing the source name (the folder fsync'ed in between); on another file
@@ -26,10 +34,10 @@ archive of imported files (`ingest.watch`) moves files the same way
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import json
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -38,13 +46,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.durable import NO_HARD_LINKS, fsync_dir, link_to_free_name
+from ingest.durable import (
+    NO_HARD_LINKS,
+    PRIVATE_FILE_MODE,
+    fsync_dir,
+    link_to_free_name,
+    make_private,
+    make_private_dir,
+)
 from ingest.pipeline import ImportResult
+from parsers.errors import DecodeError
 from parsers.registry import PARSER_VERSION
 
 ERROR_SUFFIX = ".error.json"
 # Hex digits of the SHA-256 put into a clashing name.
 HASH_IN_NAME = 12
+# Error codes of a file that may be cut short because its writer has not finished
+# (docs/formats.md §9.1): the watcher waits before quarantining such a file.
+TRUNCATION_CODES = frozenset({"truncated_header", "truncated_record", "missing_end"})
+# A CSV row with too few fields is a truncation only on the file's last line.
+SHORT_ROW_CODE = "field_count"
+SYMLINK_CODE = "symlink"
 
 
 # ---------------------------------------------------------------------------
@@ -104,11 +126,15 @@ def move_into(
     destination: Path | None = None,
     durable: bool = True,
 ) -> Path:
-    """Link `path` into `folder` under a free name, then unlink it (never overwrites)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Link `path` into `folder` under a free name, then unlink it (never overwrites).
+
+    The file ends up 0600 (unless another user owns it: the folder is 0700).
+    """
+    make_private_dir(folder)
     existing = same_file_in(folder, path, digest)
     if existing is not None:
         # A crash came between the link and the unlink: finish the move.
+        make_private(existing)
         _unlink(path)
         return existing
     target = destination or free_name(folder, path.name, digest)
@@ -123,6 +149,7 @@ def move_into(
                 raise
             target = _copy_in(path, folder, target, digest, durable=durable)
             break
+    make_private(target)
     if durable:
         fsync_dir(folder)
     _unlink(path)
@@ -132,7 +159,10 @@ def move_into(
 def _copy_in(path: Path, folder: Path, target: Path, digest: str | None, *, durable: bool) -> Path:
     """Another filesystem, or no hard links: copy, fsync, then publish without overwriting."""
     temp = folder / f".{target.name}.{os.getpid()}.part"
-    shutil.copyfile(path, temp)
+    _copy(path, temp, exclusive=False)
+    source = os.stat(path)
+    # The copy keeps the mtime: a quarantined file is "changed" only when its writer went on.
+    os.utime(temp, ns=(source.st_atime_ns, source.st_mtime_ns))
     if durable:
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -155,8 +185,34 @@ def _unlink(path: Path) -> None:
 # Writing a record
 
 
+def value_kind(value: object) -> str | None:
+    """What kind of value an error expected or found, never the value itself."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, bytes | bytearray):
+        return "bytes"
+    if isinstance(value, str):
+        if value.startswith("0x"):
+            return "hex"
+        if value[:1] in "'\"" and value:
+            return "quoted text"
+        return "text"
+    return type(value).__name__
+
+
 def error_record(result: ImportResult) -> dict[str, Any]:
-    """The error part of `<name>.error.json` for a refused or failed import."""
+    """The error part of `<name>.error.json` for a refused or failed import.
+
+    Code, position (offset or line), record index and type, and the kinds of the
+    expected and found values; no message text of the decoder, which quotes the
+    file (docs/formats.md §9.1 says what each code means).
+    """
     error: Mapping[str, Any] = result.error or {}
     position = error.get("position")
     kind = position.get("kind") if isinstance(position, Mapping) else None
@@ -167,28 +223,80 @@ def error_record(result: ImportResult) -> dict[str, Any]:
         code = str(error["code"])
     else:
         code = "unreadable"
-    return {
+    failure = result.exception
+    decode_error = failure if isinstance(failure, DecodeError) else None
+    record: dict[str, Any] = {
         "code": code,
-        "message": str(error.get("message") or result.detail),
-        "text": str(error.get("text") or result.detail),
-        "position": position if isinstance(position, Mapping) else None,
+        "position": {"kind": kind, "value": value}
+        if kind in ("offset", "line") and isinstance(value, int)
+        else None,
         "offset": value if kind == "offset" else None,
         "line": value if kind == "line" else None,
-        "record_index": error.get("record_index"),
-        "record_type": error.get("record_type"),
+        "record_index": _int_or_none(error.get("record_index")),
+        "record_type": _text_or_none(error.get("record_type")),
+        "expected_kind": None if decode_error is None else value_kind(decode_error.expected),
+        "found_kind": None if decode_error is None else value_kind(decode_error.found),
     }
+    if code == "internal_error" and failure is not None:
+        # The exception's class, not its text (which may quote the file).
+        record["exception"] = type(failure).__name__
+    record["message"] = safe_message(record)
+    return record
+
+
+def safe_message(record: Mapping[str, Any]) -> str:
+    """One line describing a record's error from its safe fields only.
+
+    ``offset 0x1A4: record 3 (PARAM_CHANGE): record_crc (expected hex, found hex)``
+    """
+    parts: list[str] = []
+    offset, line = record.get("offset"), record.get("line")
+    if isinstance(offset, int):
+        parts.append(f"offset 0x{offset:X}")
+    elif isinstance(line, int):
+        parts.append(f"line {line}")
+    index = record.get("record_index")
+    if isinstance(index, int):
+        label = f"record {index}"
+        record_type = record.get("record_type")
+        if isinstance(record_type, str) and record_type:
+            label += f" ({record_type})"
+        parts.append(label)
+    text = str(record.get("code") or "unknown")
+    exception = record.get("exception")
+    if isinstance(exception, str) and exception.isidentifier():
+        text += f" ({exception})"
+    expected, found = record.get("expected_kind"), record.get("found_kind")
+    if expected or found:
+        text += f" (expected {expected or 'nothing'}, found {found or 'nothing'})"
+    parts.append(text)
+    return ": ".join(parts)
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text_or_none(value: object) -> str | None:
+    return str(value) if isinstance(value, str) and value else None
 
 
 def write_json(target: Path, record: Mapping[str, Any], *, durable: bool = True) -> None:
     """Write a JSON record atomically (temporary file, fsync, rename) and durably."""
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     data = (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    with temp.open("wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temp, target)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)  # the umask may have removed bits
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     if durable:
         fsync_dir(target.parent)
 
@@ -208,13 +316,15 @@ def quarantine_file(
     `name`: the file's name relative to the inbox (recorded as `file`); `now`:
     the quarantine time (seconds since the epoch). Returns where the file went.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dir(folder)
     existing = same_file_in(folder, path, digest)
     destination = existing or free_name(folder, path.name, digest)
+    size, mtime_ns = _size_and_mtime(path)
     record = {
         "file": name,
         "sha256": digest,
-        "size": _size(path),
+        "size": size,
+        "mtime_ns": mtime_ns,
         **error,
         "quarantined_at_utc": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "parser_version": PARSER_VERSION,
@@ -223,12 +333,51 @@ def quarantine_file(
     return move_into(path, folder, digest, destination=destination, durable=durable)
 
 
-def _size(path: Path) -> int | None:
+def _size_and_mtime(path: Path) -> tuple[int | None, int | None]:
     try:
         status = os.lstat(path)
     except OSError:
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
+        return None, None
+    if not stat.S_ISREG(status.st_mode):
+        return None, None
+    return status.st_size, status.st_mtime_ns
+
+
+def quarantine_link(path: Path, folder: Path, *, name: str, now: float) -> Path:
+    """Move a symbolic link found in the inbox into `folder` as a link, never followed.
+
+    Its record says why (`symlink`); where the link points is not recorded (a
+    path may carry a patient's name). Returns the link's name in the quarantine.
+    """
+    make_private_dir(folder)
+    destination = free_name(folder, path.name, None)
+    record = {
+        "file": name,
+        "sha256": None,
+        "size": None,
+        "mtime_ns": None,
+        "code": SYMLINK_CODE,
+        "position": None,
+        "offset": None,
+        "line": None,
+        "record_index": None,
+        "record_type": None,
+        "expected_kind": None,
+        "found_kind": None,
+        "message": "a symbolic link: the service imports regular files only",
+        "quarantined_at_utc": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "parser_version": PARSER_VERSION,
+    }
+    write_json(destination.with_name(destination.name + ERROR_SUFFIX), record, durable=False)
+    try:
+        # rename() moves the link itself; the name was checked free just above.
+        os.rename(path, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        os.symlink(os.readlink(path), destination)
+        path.unlink()
+    return destination
 
 
 # ---------------------------------------------------------------------------
@@ -260,7 +409,37 @@ class QuarantinedFile:
 
     @property
     def message(self) -> str:
-        return str(self.record.get("message") or "no error record beside the file")
+        """The error from the record's safe fields (`safe_message`), never its free text."""
+        if not self.record:
+            return "no error record beside the file"
+        if self.code == SYMLINK_CODE:
+            return "a symbolic link: the service imports regular files only"
+        return safe_message(self.record)
+
+    @property
+    def is_link(self) -> bool:
+        return self.path.is_symlink()
+
+    def changed(self) -> bool:
+        """Whether the file's size or mtime differ from its record's (its writer went on)."""
+        size, mtime_ns = self.record.get("size"), self.record.get("mtime_ns")
+        if not isinstance(size, int) or not isinstance(mtime_ns, int):
+            return False
+        now_size, now_mtime = _size_and_mtime(self.path)
+        if now_size is None or (now_size, now_mtime) == (size, mtime_ns):
+            return False
+        if now_size == size and self.sha256:
+            # Only the mtime moved (a copy, a touch): changed only if the bytes did.
+            return file_sha256(self.path) != self.sha256
+        return True
+
+    def same_outcome_expected(self) -> bool:
+        """Whether re-queueing would decode the same bytes with the same parser version."""
+        if self.is_link or not self.sha256 or self.code in ("internal_error", "unreadable"):
+            return False
+        if self.record.get("parser_version") != PARSER_VERSION:
+            return False
+        return file_sha256(self.path) == self.sha256
 
     @property
     def offset(self) -> int | None:
@@ -297,7 +476,7 @@ def quarantined_files(folder: Path, limit: int) -> list[QuarantinedFile]:
         return []
     files = []
     for path in sorted(folder.iterdir()):
-        if _is_record_name(path.name) or not path.is_file():
+        if _is_record_name(path.name) or not _is_listed(path):
             continue
         files.append(QuarantinedFile(path, _read_record(path)))
         if len(files) >= limit:
@@ -310,9 +489,45 @@ def quarantined_file(folder: Path, name: str) -> QuarantinedFile | None:
     if not name or "/" in name or "\\" in name or _is_record_name(name):
         return None
     path = folder / name
-    if not path.is_file():
+    if not _is_listed(path):
         return None
     return QuarantinedFile(path, _read_record(path))
+
+
+def _is_listed(path: Path) -> bool:
+    """A regular file or a symbolic link (never followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def changed_files(folder: Path) -> list[QuarantinedFile]:
+    """Quarantined files whose size or mtime changed since they were quarantined."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if _is_record_name(path.name) or path.is_symlink() or not path.is_file():
+            continue
+        item = QuarantinedFile(path, _read_record(path))
+        if item.changed():
+            found.append(item)
+    return found
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file read in chunks without following a link, or None if unreadable."""
+    hasher = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+    except OSError:
+        return None
+    return hasher.hexdigest()
 
 
 # ---------------------------------------------------------------------------
@@ -342,11 +557,11 @@ def requeue(
     a move that fails records nothing); the record is removed after it. Returns
     the file's name in the inbox.
     """
-    inbox.mkdir(parents=True, exist_ok=True)
+    make_private_dir(inbox)
     target = requeue_target(inbox, item.name)
     with during():
         if _same_device(item.path, inbox):
-            os.link(item.path, target)
+            os.link(item.path, target, follow_symlinks=False)
         else:
             _copy(item.path, target)
         item.path.unlink()
@@ -361,7 +576,37 @@ def _same_device(path: Path, folder: Path) -> bool:
         return False
 
 
-def _copy(source: Path, target: Path) -> None:
-    with source.open("rb") as reader, target.open("xb") as writer:
-        while chunk := reader.read(1 << 20):
-            writer.write(chunk)
+def _copy(source: Path, target: Path, *, exclusive: bool = True) -> None:
+    """Copy a file's bytes into a new 0600 file (`exclusive`: never over an existing one)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
+    with source.open("rb") as reader:
+        fd = os.open(target, flags, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as writer:
+            os.fchmod(writer.fileno(), PRIVATE_FILE_MODE)
+            while chunk := reader.read(1 << 20):
+                writer.write(chunk)
+
+
+# ---------------------------------------------------------------------------
+# Dismissing
+
+
+def dismiss(
+    item: QuarantinedFile,
+    keep: Callable[[bytes], object],
+    *,
+    during: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> None:
+    """Remove a quarantined file and its record; its bytes are kept first by `keep`.
+
+    `keep` stores the bytes (the raw store, `ingest.rawstore`) before anything is
+    removed; a link has no bytes of its own and is just removed. The removal
+    happens inside `during()` (the web app's audited write transaction).
+    """
+    if not item.is_link:
+        fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            keep(handle.read())
+    with during():
+        item.path.unlink()
+    item.error_file.unlink(missing_ok=True)

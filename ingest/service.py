@@ -4,7 +4,9 @@ One process, one `BackgroundScheduler`, these jobs:
 
 - **poll** every `poll_seconds` (`max_instances=1`, `coalesce`: a long backfill
   is never run twice at once, and missed ticks collapse into one): the inbox
-  watcher (`ingest.watch`) imports what is ready and archives or quarantines it.
+  watcher (`ingest.watch`) imports what is ready and archives or quarantines it;
+  then the status file `<data_dir>/service-status.json` is rewritten
+  (`ingest.status`, read by `pumptrail status`).
 - **refills due** once at start, then daily: the refill-due report
   (`ingest.due`) logged as one summary line and one line per pump, overdue ones
   at WARNING level.
@@ -14,10 +16,26 @@ One process, one `BackgroundScheduler`, these jobs:
   it up. A port that is missing or taken is logged and tried again every
   `SERIAL_RETRY_SECONDS`; the service keeps polling meanwhile.
 
+The folders the service creates (data_dir, inbox, archive, quarantine) are
+0700 whatever the umask; folders that exist are left as they are.
+
 The database is opened lazily and kept: a database that is down at start is
 retried with back-off like one that goes down later (`ingest.watch`), while one
 at the wrong schema revision (or a bad URL) stops the service with status 2,
 since retrying cannot cure it.
+
+Database health (`db.health`, docs/operations.md, "Database health"): when the
+database is first opened the service runs the quick check (SQLite `PRAGMA
+quick_check`), and once a day the full one (`integrity_check`). A check that finds
+damage, or any database error that says the file is damaged (SQLite "malformed",
+"not a database", an I/O error) during an import or a report, stops the service
+with status `EXIT_DAMAGED` (3) after logging `database_damaged` with what to do:
+imports stop, the file being imported stays in the inbox, and no file is ever
+quarantined because of it. systemd does not restart the service on that status
+(systemd/pumptrail.service, `RestartPreventExitStatus`): restoring the database
+from a backup is the cure. `Service.health` holds the newest check's result.
+Log lines of failures name the error's class and the driver's first line, never
+a stored value (`db.health.safe_error_text`).
 
 The service reads its settings from a frozen `ServiceConfig`, which `pumptrail run`
 builds from the resolved settings (docs/operations.md, "Settings").
@@ -30,6 +48,7 @@ waiting for running jobs, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -47,12 +66,21 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from db.checkpoints import AnchorConfig, anchor_engine, open_identity
 from db.due import due_report
 from db.engine import DatabaseUrlError, normalize_url, safe_url_text, sqlite_path
+from db.health import (
+    DatabaseDamaged,
+    HealthReport,
+    check_database,
+    is_damage,
+    safe_error_text,
+)
 from db.migrate import SchemaError, open_database
 from db.signing import SigningIdentity, SigningKeyError
 from evidence import Rules
+from ingest.durable import make_private_dir
 from ingest.logging_setup import log_event
-from ingest.pipeline import Importer
+from ingest.pipeline import Importer, ImportResult
 from ingest.rawstore import AUTO, open_raw_store
+from ingest.status import status_path, write_status
 from ingest.watch import InboxWatcher, error_text, is_transient
 from parsers.errors import PumptrailError
 
@@ -63,6 +91,16 @@ log = logging.getLogger(__name__)
 SERIAL_RETRY_SECONDS = 30.0
 SERIAL_LOG_SECONDS = 600.0
 FATAL_ERRORS = (SchemaError, DatabaseUrlError)
+# Exit status of a service stopped by a damaged database (systemd does not restart it).
+EXIT_DAMAGED = 3
+# Seconds between full integrity checks of the database.
+HEALTH_CHECK_SECONDS = 24 * 3600.0
+# What the log tells the operator to do about a damaged database.
+DAMAGED_ACTION = (
+    "stop pumptrail, restore the database from the newest backup "
+    "(docs/operations.md, Backups), run `pumptrail db check`, then start pumptrail; "
+    "files wait in the inbox"
+)
 
 
 class ServiceError(PumptrailError):
@@ -84,6 +122,8 @@ class ServiceConfig:
     raw_store_mode: str = AUTO
     poll_seconds: float = 2.0
     settle_seconds: float = 2.0
+    truncated_grace_seconds: float = 120.0
+    unreadable_grace_seconds: float = 600.0
     retry_max_seconds: float = 60.0
     outage_log_seconds: float = 60.0
     due_within_days: int = 14
@@ -92,6 +132,23 @@ class ServiceConfig:
     serial_baud: int = 115200
     # Where the signing identity and the audit checkpoints live; None: no checkpoints.
     anchor: AnchorConfig | None = None
+    # Where the status file goes (`ingest.status`); None: no status file.
+    data_dir: Path | None = None
+
+
+class CheckedImporter(Importer):
+    """The importer of the service: an import that failed because the database is
+    damaged raises DatabaseDamaged instead of returning a failed result, so the
+    watcher neither quarantines the file nor moves on to the next one."""
+
+    def import_path(self, path: Path, *, name: str | None = None) -> ImportResult:
+        result = super().import_path(path, name=name)
+        failure = result.exception
+        if result.outcome == "failed" and failure is not None and is_damage(failure):
+            raise DatabaseDamaged(
+                f"database {safe_url_text(self.engine.url)}: {safe_error_text(failure)}"
+            ) from failure
+        return result
 
 
 class Receiver(Protocol):
@@ -130,12 +187,17 @@ class Service:
         self._signal: str | None = None
         self.scheduler: BackgroundScheduler | None = None
         self._due_retrying = False
+        # The newest database check (None until the database was first opened).
+        self.health: HealthReport | None = None
+        self._status_failed = False
         self.watcher = InboxWatcher(
             inbox=config.inbox,
             archive=config.archive,
             quarantine=config.quarantine,
             connect=self.importer,
             settle_seconds=config.settle_seconds,
+            truncated_grace_seconds=config.truncated_grace_seconds,
+            unreadable_grace_seconds=config.unreadable_grace_seconds,
             retry_initial_seconds=max(config.poll_seconds, 0.1),
             retry_max_seconds=config.retry_max_seconds,
             outage_log_seconds=config.outage_log_seconds,
@@ -149,34 +211,134 @@ class Service:
         with self._lock:
             if self._importer is None:
                 try:
-                    engine = open_database(self.config.db_url)
-                except (IntegrityError, ProgrammingError):
-                    # Another process set up the empty database at the same moment and
-                    # won the race to create its tables: it is set up now.
-                    log_event(log, "database_set_up_elsewhere")
-                    engine = open_database(self.config.db_url)
-                if self.config.anchor is not None:
-                    anchor_engine(engine, self.config.anchor, self._identity)
+                    engine = self._open()
+                    if self.config.anchor is not None:
+                        anchor_engine(engine, self.config.anchor, self._identity)
+                    self._check(engine, full=False)
+                except Exception as exc:
+                    if is_damage(exc) and not isinstance(exc, DatabaseDamaged):
+                        raise self._damage_error(exc) from exc
+                    raise
                 self._engine = engine
                 store = open_raw_store(engine, self.config.raw_store, self.config.raw_store_mode)
-                self._importer = Importer(engine, store, self.rules)
+                self._importer = CheckedImporter(engine, store, self.rules)
             return self._importer
 
+    def _open(self) -> Engine:
+        try:
+            return open_database(self.config.db_url)
+        except (IntegrityError, ProgrammingError):
+            # Another process set up the empty database at the same moment and
+            # won the race to create its tables: it is set up now.
+            log_event(log, "database_set_up_elsewhere")
+            return open_database(self.config.db_url)
+
+    def _check(self, engine: Engine, *, full: bool) -> HealthReport:
+        """Run a database check and keep its result; raise DatabaseDamaged on damage."""
+        try:
+            report = check_database(engine, full=full)
+        except BaseException:
+            if engine is not self._engine:
+                engine.dispose()  # opened for this check only: nobody else holds it
+            raise
+        self.health = report
+        if not report.ok:
+            if engine is not self._engine:
+                engine.dispose()
+            raise DatabaseDamaged(report.line(), report)
+        log_event(log, "database_checked", db=report.database, check=report.check)
+        return report
+
+    def _damage_error(self, exc: BaseException) -> DatabaseDamaged:
+        where = safe_url_text(self.config.db_url)
+        return DatabaseDamaged(f"database {where}: {safe_error_text(exc)}")
+
     def _fatal(self, exc: BaseException) -> None:
-        log_event(log, "service_failed", level=logging.ERROR, error=error_text(exc))
+        log_event(log, "service_failed", level=logging.ERROR, error=safe_error_text(exc))
         self.exit_status = 2
+        self.stop_event.set()
+
+    def _damaged(self, exc: BaseException) -> None:
+        """Stop the service: the database is damaged (imports stop, files stay in the inbox)."""
+        damage = exc if isinstance(exc, DatabaseDamaged) else self._damage_error(exc)
+        if damage.report is not None:
+            self.health = damage.report
+        else:
+            self.health = HealthReport(
+                safe_url_text(self.config.db_url),
+                "in_use",
+                ok=False,
+                problems=(safe_error_text(exc),),
+            )
+        log_event(
+            log,
+            "database_damaged",
+            level=logging.CRITICAL,
+            db=safe_url_text(self.config.db_url),
+            error=str(damage),
+            action=DAMAGED_ACTION,
+        )
+        self.exit_status = EXIT_DAMAGED
         self.stop_event.set()
 
     # -- jobs -----------------------------------------------------------------
 
     def poll_job(self) -> None:
+        if self.stop_event.is_set():
+            return
         try:
             self.watcher.poll()
         except FATAL_ERRORS as exc:
             self._fatal(exc)
         except Exception as exc:  # the next tick tries again; the service keeps running
-            log_event(log, "poll_failed", level=logging.ERROR, error=error_text(exc))
-            log.debug("poll failed", exc_info=exc)
+            if is_damage(exc):
+                self._damaged(exc)
+                return
+            log_event(log, "poll_failed", level=logging.ERROR, error=safe_error_text(exc))
+        self.write_status()
+
+    def write_status(self) -> None:
+        """Write the status file `pumptrail status` reads (`ingest.status`); a failure
+        is logged once until a write succeeds again."""
+        if self.config.data_dir is None:
+            return
+        status = {
+            **self.watcher.status(),
+            "pid": os.getpid(),
+            "poll_seconds": self.config.poll_seconds,
+            "database_check": None if self.health is None else self.health.as_dict(),
+        }
+        try:
+            write_status(status_path(self.config.data_dir), status)
+        except OSError as exc:
+            if not self._status_failed:
+                log_event(
+                    log, "status_file_failed", level=logging.WARNING, error=safe_error_text(exc)
+                )
+            self._status_failed = True
+        else:
+            self._status_failed = False
+
+    def health_job(self) -> None:
+        """The daily full check (`integrity_check`); damage stops the service."""
+        if self.stop_event.is_set():
+            return
+        try:
+            engine = self.importer().engine
+            self._check(engine, full=True)
+        except FATAL_ERRORS as exc:
+            self._fatal(exc)
+        except Exception as exc:
+            if is_damage(exc):
+                self._damaged(exc)
+                return
+            # Unreachable now: the poll job's back-off reports the outage; checked tomorrow.
+            log_event(
+                log,
+                "database_check_failed",
+                level=logging.WARNING,
+                error=safe_error_text(exc),
+            )
 
     def due_job(self) -> None:
         if self.stop_event.is_set():
@@ -189,13 +351,16 @@ class Service:
             self._fatal(exc)
             return
         except Exception as exc:
+            if is_damage(exc):
+                self._damaged(exc)
+                return
             # Retried every retry_max_seconds; an outage is logged once, not per retry.
             if not (self._due_retrying and is_transient(exc)):
                 log_event(
                     log,
                     "refills_due_failed",
                     level=logging.WARNING if is_transient(exc) else logging.ERROR,
-                    error=error_text(exc),
+                    error=safe_error_text(exc),
                     retry_in_s=self.config.retry_max_seconds,
                 )
             self._due_retrying = True
@@ -301,22 +466,32 @@ class Service:
                 )
 
     def prepare(self) -> None:
-        """Create the folders and try the database once; raise ServiceError when hopeless."""
+        """Create the folders, open and check the database once.
+
+        Raises ServiceError when the settings or the schema are hopeless and
+        DatabaseDamaged when the database is damaged; a database that is down
+        is left to the poll job's back-off.
+        """
         self.check_folders()
         if self.config.anchor is not None:
             try:
                 self._identity = open_identity(self.config.anchor)
             except SigningKeyError as exc:
                 raise ServiceError(str(exc)) from exc
-        for folder in (self.config.inbox, self.config.archive, self.config.quarantine):
+        folders = [self.config.inbox, self.config.archive, self.config.quarantine]
+        if self.config.data_dir is not None:
+            folders.insert(0, self.config.data_dir)
+        for folder in folders:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
             except OSError as exc:
                 raise ServiceError(f"cannot create folder {folder}: {exc.strerror}") from exc
         try:
             self.importer()
         except FATAL_ERRORS as exc:
             raise ServiceError(str(exc)) from exc
+        except DatabaseDamaged:
+            raise
         except Exception as exc:
             if is_transient(exc):
                 return  # down at start: the poll job retries with back-off and logs it
@@ -342,6 +517,14 @@ class Service:
             id="poll",
         )
         scheduler.add_job(self.due_job, "interval", days=1, next_run_time=now, id="refills_due")
+        # The quick check ran when the database was opened; the full one runs daily.
+        scheduler.add_job(
+            self.health_job,
+            "interval",
+            seconds=HEALTH_CHECK_SECONDS,
+            next_run_time=now + timedelta(seconds=HEALTH_CHECK_SECONDS),
+            id="database_check",
+        )
         if config.serial_port and self._receiver_factory is not None:
             scheduler.add_job(self.serial_job, "date", run_date=now, id="serial")
         return scheduler
@@ -357,6 +540,9 @@ class Service:
         except ServiceError as exc:
             log_event(log, "service_failed", level=logging.ERROR, error=str(exc))
             return 2
+        except DatabaseDamaged as exc:
+            self._damaged(exc)
+            return self.exit_status
         if not log.isEnabledFor(logging.DEBUG):
             # APScheduler reports every tick skipped while a long poll (a backfill) runs.
             logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -28,6 +28,26 @@ recognises (same inode) and finishes. (An archive on another file system gets a
 copy, fsync'ed, then linked into place.) A name already taken gets the SHA-256 prefix:
 `<stem>.<sha256[:12]><suffix>`.
 
+Files that are not (yet) what they seem:
+
+- A file refused as cut short (`truncated_header`, `truncated_record`,
+  `missing_end`, or `field_count` on its last line: docs/formats.md §9.1) may
+  be a slow copy that paused longer than the settle time: it stays in the inbox
+  until it has not changed for `truncated_grace_seconds`, and is decoded again
+  whenever it changes. A quarantined file whose size or mtime changed after it
+  was quarantined (its writer went on through an open handle) is moved back
+  into the inbox by itself.
+- A file that cannot be read (another user's 0600 file), archived or
+  quarantined (disk full for its `.error.json`) stays in the inbox and is tried
+  again on the back-off schedule below, logged at most once per
+  `outage_log_seconds` by its SHA-256 prefix or a hash of its name; after
+  `unreadable_grace_seconds` it is listed as needing attention (`status()`,
+  written by the service to its status file, `ingest.status`).
+- A symbolic link is never followed: it is moved into the quarantine as a link
+  with a record saying so (`ingest.quarantine.quarantine_link`).
+- An inbox file is opened with `O_NOFOLLOW` and its `fstat` compared with the
+  `lstat` that made it ready: a name swapped in between is observed again.
+
 A database that cannot be reached (connection refused, read-only, disk full:
 `OperationalError` and kin, or an `OSError`) leaves the file in the inbox; the
 watcher then waits before trying again, doubling the wait from `poll_seconds` up
@@ -39,6 +59,7 @@ identifiers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -47,7 +68,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,7 +84,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from ingest import quarantine
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer, ImportResult
-from ingest.quarantine import HASH_IN_NAME
+from ingest.quarantine import HASH_IN_NAME, SHORT_ROW_CODE, TRUNCATION_CODES
+from parsers.errors import DecodeError
+from parsers.params import MAX_FILE_BYTES
+from parsers.registry import check_size
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +95,11 @@ log = logging.getLogger(__name__)
 TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", "~")
 _HASH_CHUNK = 1 << 20
 
-Disposition = Literal["archived", "quarantined", "waiting", "changed", "gone"]
+Disposition = Literal[
+    "archived", "quarantined", "waiting", "changed", "gone", "incomplete", "trouble"
+]
+# What went wrong with a file the service cannot fix by itself.
+TroubleReason = Literal["unreadable", "cannot_archive", "cannot_quarantine"]
 
 
 def is_candidate(name: str) -> bool:
@@ -98,14 +126,14 @@ def error_text(exc: BaseException) -> str:
 
 def _file_sha256(path: Path) -> str | None:
     """SHA-256 of a file read in chunks (a file too large to import is still named)."""
-    hasher = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                hasher.update(chunk)
-    except OSError:
-        return None
-    return hasher.hexdigest()
+    return quarantine.file_sha256(path)
+
+
+def name_hash(name: str) -> str:
+    """A short stable hash of an inbox file's name, for logs and the status file."""
+    return hashlib.sha256(("name:" + name).encode("utf-8", "surrogateescape")).hexdigest()[
+        :HASH_IN_NAME
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +142,8 @@ class Signature:
 
     size: int
     mtime_ns: int
+    # A symbolic link (its own size and mtime): never followed.
+    link: bool = False
 
     @property
     def mtime(self) -> float:
@@ -125,6 +155,20 @@ class _Seen:
     signature: Signature
     # Watcher clock when this signature was first seen.
     since: float
+
+
+@dataclass(slots=True)
+class Trouble:
+    """A file the service cannot read, archive or quarantine, tried again with back-off."""
+
+    key: str
+    reason: TroubleReason
+    error: str
+    # Wall clock of the first failure; monotonic time of the next attempt.
+    since: float
+    retry_at: float
+    attempts: int = 1
+    logged_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +259,8 @@ class InboxWatcher:
         retry_initial_seconds: float = 2.0,
         retry_max_seconds: float = 60.0,
         outage_log_seconds: float = 60.0,
+        truncated_grace_seconds: float = 120.0,
+        unreadable_grace_seconds: float = 600.0,
         stop_requested: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] | None = None,
         monotonic: Callable[[], float] | None = None,
@@ -225,17 +271,29 @@ class InboxWatcher:
         self.quarantine = Path(quarantine)
         self._connect = connect
         self.settle_seconds = settle_seconds
+        self.truncated_grace_seconds = truncated_grace_seconds
+        self.unreadable_grace_seconds = unreadable_grace_seconds
         self._stop_requested = stop_requested
         self._clock = clock or time.time
+        self._monotonic = monotonic or time.monotonic
         self.durable = durable
+        self.retry_initial = max(retry_initial_seconds, 0.05)
+        self.retry_max = max(retry_max_seconds, self.retry_initial)
+        self.trouble_log_seconds = outage_log_seconds
         self.outage = DatabaseOutage(
             initial_seconds=retry_initial_seconds,
             max_seconds=retry_max_seconds,
             log_every_seconds=outage_log_seconds,
-            monotonic=monotonic or time.monotonic,
+            monotonic=self._monotonic,
         )
         self._seen: dict[Path, _Seen] = {}
+        # Files refused as cut short, by the signature they were refused with.
+        self._held: dict[Path, Signature] = {}
+        self._trouble: dict[Path, Trouble] = {}
+        # Quarantined files by (size, mtime_ns) last found equal to their record.
+        self._quarantine_checked: dict[Path, tuple[int, int]] = {}
         self.counts: Counter[str] = Counter()
+        self.last_poll: float | None = None
 
     # -- scanning -------------------------------------------------------------
 
@@ -244,19 +302,23 @@ class InboxWatcher:
         return frozenset(p.absolute() for p in (self.archive, self.quarantine))
 
     def candidates(self) -> dict[Path, Signature]:
-        """Every regular, non-temporary file under the inbox with its signature."""
+        """Every regular, non-temporary file (or symbolic link) under the inbox."""
         found: dict[Path, Signature] = {}
         if not self.inbox.is_dir():
             return found
         excluded = self._excluded()
         for dirpath, dirnames, filenames in os.walk(self.inbox):
             folder = Path(dirpath)
+            # os.walk lists a link to a folder among the folders and never enters it.
+            links = [d for d in dirnames if (folder / d).is_symlink()]
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if not d.startswith(".") and (folder / d).absolute() not in excluded
+                if not d.startswith(".")
+                and d not in links
+                and (folder / d).absolute() not in excluded
             )
-            for filename in filenames:
+            for filename in [*filenames, *links]:
                 if not is_candidate(filename):
                     continue
                 path = folder / filename
@@ -264,6 +326,9 @@ class InboxWatcher:
                 if signature is not None:
                     found[path] = signature
         return found
+
+    def _age(self, now: float, signature: Signature, seen: _Seen) -> float:
+        return max(now - signature.mtime, now - seen.since)
 
     def scan(self) -> list[Path]:
         """Observe the inbox; the files ready now, in sorted order."""
@@ -275,12 +340,23 @@ class InboxWatcher:
             previous = self._seen.get(path)
             if previous is None or previous.signature != signature:
                 observed[path] = _Seen(signature, now)
+                self._held.pop(path, None)
                 continue
             observed[path] = previous
-            age = max(now - signature.mtime, now - previous.since)
-            if age >= self.settle_seconds:
-                ready.append(path)
+            age = self._age(now, signature, previous)
+            if age < self.settle_seconds:
+                continue
+            if path in self._held and age < self.truncated_grace_seconds:
+                continue
+            trouble = self._trouble.get(path)
+            if trouble is not None and self._monotonic() < trouble.retry_at:
+                continue
+            ready.append(path)
         self._seen = observed
+        for gone in [p for p in self._held if p not in observed]:
+            del self._held[gone]
+        for gone in [p for p in self._trouble if p not in observed]:
+            del self._trouble[gone]
         ready.sort(key=lambda p: p.relative_to(self.inbox).parts)
         return ready
 
@@ -288,6 +364,8 @@ class InboxWatcher:
 
     def poll(self) -> list[Handled]:
         """Scan, then import and move every ready file (stops early on request or outage)."""
+        self.last_poll = self._clock()
+        self.requeue_changed()
         ready = self.scan()
         handled: list[Handled] = []
         if not ready or not self.outage.may_try():
@@ -308,11 +386,16 @@ class InboxWatcher:
         seen = self._seen.get(path)
         before = _signature(path)
         if before is None:
-            self._seen.pop(path, None)
+            self._forget(path)
             return Handled(name, "gone")
         if seen is not None and seen.signature != before:
             self._seen[path] = _Seen(before, self._clock())
             return Handled(name, "changed")
+        if before.link:
+            return self._quarantine_link(path, name)
+        read = self._read(path, before, name)
+        if isinstance(read, Handled):
+            return read
         try:
             importer = self._connect()
             if self.outage.active:
@@ -323,7 +406,7 @@ class InboxWatcher:
                 raise
             self.outage.failed(exc, waiting=waiting)
             return Handled(name, "waiting")
-        result = importer.import_path(path, name=name)
+        result = read if isinstance(read, ImportResult) else importer.import_bytes(read, name)
         failure = result.exception if result.outcome == "failed" else None
         if failure is not None and is_transient(failure):
             self.outage.failed(failure, waiting=waiting)
@@ -332,7 +415,7 @@ class InboxWatcher:
 
         after = _signature(path)
         if after is None:
-            self._seen.pop(path, None)
+            self._forget(path)
             log_event(log, "file_gone", sha256=_short(result.sha256), outcome=result.outcome)
             return Handled(name, "gone", result=result)
         if after != before:
@@ -341,10 +424,13 @@ class InboxWatcher:
             log_event(log, "file_changed", level=logging.WARNING, sha256=_short(result.sha256))
             return Handled(name, "changed", result=result)
 
-        self._seen.pop(path, None)
         if result.outcome in ("imported", "duplicate"):
             digest = result.sha256 or _file_sha256(path) or ""
-            destination = self.archive_file(path, digest)
+            try:
+                destination = self.archive_file(path, digest)
+            except OSError as exc:
+                return self._failed(path, name, "cannot_archive", exc, digest)
+            self._forget(path)
             log_event(
                 log,
                 "file_archived",
@@ -359,7 +445,13 @@ class InboxWatcher:
 
         error = quarantine.error_record(result)
         refused_digest = result.sha256 or _file_sha256(path)
-        destination = self.quarantine_file(path, refused_digest, error, name=name)
+        if self._cut_short(error, read) and self._hold(path, before):
+            return Handled(name, "incomplete", result=result)
+        try:
+            destination = self.quarantine_file(path, refused_digest, error, name=name)
+        except OSError as exc:
+            return self._failed(path, name, "cannot_quarantine", exc, refused_digest)
+        self._forget(path)
         log_event(
             log,
             "file_quarantined",
@@ -370,7 +462,216 @@ class InboxWatcher:
         )
         return Handled(name, "quarantined", destination, result)
 
+    def _forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+        self._held.pop(path, None)
+        trouble = self._trouble.pop(path, None)
+        if trouble is not None:
+            log_event(log, "file_recovered", key=trouble.key, reason=trouble.reason)
+
+    # -- reading --------------------------------------------------------------
+
+    def _read(self, path: Path, before: Signature, name: str) -> bytes | ImportResult | Handled:
+        """The file's bytes, read without following a link; or what to do instead.
+
+        The descriptor's `fstat` must be the file the `lstat` saw (same device,
+        inode, size and mtime): otherwise the name was replaced meanwhile and the
+        file is observed again. A file too large is refused unread.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._forget(path)
+            return Handled(name, "gone")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # replaced by a link since the scan
+                self._seen.pop(path, None)
+                return Handled(name, "changed")
+            return self._failed(path, name, "unreadable", exc, None)
+        try:
+            opened = os.fstat(fd)
+            named = os.lstat(path)
+            if (
+                not stat.S_ISREG(opened.st_mode)
+                or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino)
+                or Signature(opened.st_size, opened.st_mtime_ns) != before
+            ):
+                self._seen.pop(path, None)
+                return Handled(name, "changed")
+            try:
+                check_size(opened.st_size, source=name)
+            except DecodeError as exc:
+                return ImportResult(name, "refused", str(exc), error=exc.as_dict(), exception=exc)
+            chunks: list[bytes] = []
+            remaining = MAX_FILE_BYTES + 1
+            while remaining > 0 and (chunk := os.read(fd, min(remaining, _HASH_CHUNK))):
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except FileNotFoundError:
+            self._forget(path)
+            return Handled(name, "gone")
+        except OSError as exc:
+            return self._failed(path, name, "unreadable", exc, None)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        try:
+            check_size(len(data), source=name)
+        except DecodeError as exc:
+            return ImportResult(name, "refused", str(exc), error=exc.as_dict(), exception=exc)
+        return data
+
+    # -- files that may be cut short -----------------------------------------
+
+    @staticmethod
+    def _cut_short(error: Mapping[str, Any], read: bytes | ImportResult) -> bool:
+        """Whether a refusal says the file ends early (its writer may not be done)."""
+        code = error.get("code")
+        if code in TRUNCATION_CODES:
+            return True
+        if code == SHORT_ROW_CODE and isinstance(read, bytes):
+            line = error.get("line")
+            return isinstance(line, int) and line >= len(read.splitlines())
+        return False
+
+    def _hold(self, path: Path, signature: Signature) -> bool:
+        """Keep a file refused as cut short in the inbox until its grace is over."""
+        seen = self._seen.get(path)
+        now = self._clock()
+        if seen is None:
+            seen = self._seen[path] = _Seen(signature, now)
+        if self._age(now, signature, seen) >= self.truncated_grace_seconds:
+            return False
+        if self._held.get(path) != signature:
+            log_event(
+                log,
+                "file_incomplete",
+                name_hash=name_hash(path.relative_to(self.inbox).as_posix()),
+                wait_s=self.truncated_grace_seconds,
+            )
+        self._held[path] = signature
+        return True
+
+    def requeue_changed(self) -> list[Path]:
+        """Move quarantined files that changed since they were quarantined back into the inbox."""
+        moved: list[Path] = []
+        if not self.quarantine.is_dir():
+            return moved
+        for item_path in list(self._quarantine_checked):
+            if not os.path.lexists(item_path):
+                del self._quarantine_checked[item_path]
+        for path in sorted(self.quarantine.iterdir()):
+            signature = _signature(path)
+            if signature is None or signature.link or path.name.endswith(quarantine.ERROR_SUFFIX):
+                continue
+            if path.name.startswith("."):
+                continue
+            key = (signature.size, signature.mtime_ns)
+            if self._quarantine_checked.get(path) == key:
+                continue
+            item = quarantine.quarantined_file(self.quarantine, path.name)
+            if item is None or not item.changed():
+                self._quarantine_checked[path] = key
+                continue
+            try:
+                target = quarantine.requeue(item, self.inbox)
+            except OSError as exc:
+                log_event(
+                    log,
+                    "requeue_failed",
+                    level=logging.WARNING,
+                    sha256=_short(item.sha256 or None),
+                    error=error_text(exc),
+                )
+                continue
+            self._quarantine_checked.pop(path, None)
+            moved.append(target)
+            log_event(log, "quarantined_file_changed_requeued", sha256=_short(item.sha256 or None))
+        return moved
+
+    # -- files the service cannot fix ----------------------------------------
+
+    def _failed(
+        self,
+        path: Path,
+        name: str,
+        reason: TroubleReason,
+        exc: OSError,
+        digest: str | None,
+    ) -> Handled:
+        """Leave a file in the inbox, try it again on the back-off schedule, log rarely."""
+        now, tick = self._clock(), self._monotonic()
+        key = _short(digest) or name_hash(name)
+        trouble = self._trouble.get(path)
+        if trouble is None:
+            trouble = self._trouble[path] = Trouble(key, reason, "", since=now, retry_at=tick)
+        else:
+            trouble.attempts += 1
+            trouble.key, trouble.reason = key, reason
+        trouble.error = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        delay = min(self.retry_max, self.retry_initial * (1 << min(trouble.attempts - 1, 30)))
+        trouble.retry_at = tick + delay
+        if trouble.logged_at is None or tick - trouble.logged_at >= self.trouble_log_seconds:
+            trouble.logged_at = tick
+            attention = now - trouble.since >= self.unreadable_grace_seconds
+            log_event(
+                log,
+                "file_needs_attention" if attention else "file_retrying",
+                level=logging.ERROR if attention else logging.WARNING,
+                key=key,
+                reason=reason,
+                error=trouble.error,
+                attempts=trouble.attempts,
+                since_s=round(now - trouble.since, 1),
+                retry_in_s=round(delay, 1),
+            )
+        return Handled(name, "trouble")
+
+    def needing_attention(self) -> list[Trouble]:
+        """Files that failed for longer than `unreadable_grace_seconds`, oldest first."""
+        now = self._clock()
+        found = [
+            t for t in self._trouble.values() if now - t.since >= self.unreadable_grace_seconds
+        ]
+        return sorted(found, key=lambda t: (t.since, t.key))
+
+    def status(self) -> dict[str, Any]:
+        """What the service's status file says about the inbox (`ingest.status`)."""
+        return {
+            "last_poll_utc": None if self.last_poll is None else _utc(self.last_poll),
+            "files_waiting": len(self._seen),
+            "files_retrying": len(self._trouble),
+            "needing_attention": [
+                {
+                    "key": t.key,
+                    "reason": t.reason,
+                    "error": t.error,
+                    "attempts": t.attempts,
+                    "since_utc": _utc(t.since),
+                }
+                for t in self.needing_attention()
+            ],
+            "database_outage": self.outage.active,
+        }
+
     # -- moving ---------------------------------------------------------------
+
+    def _quarantine_link(self, path: Path, name: str) -> Handled:
+        try:
+            destination = quarantine.quarantine_link(
+                path, self.quarantine, name=name, now=self._clock()
+            )
+        except OSError as exc:
+            return self._failed(path, name, "cannot_quarantine", exc, None)
+        self._forget(path)
+        log_event(
+            log,
+            "file_quarantined",
+            level=logging.WARNING,
+            name_hash=name_hash(name),
+            code=quarantine.SYMLINK_CODE,
+        )
+        return Handled(name, "quarantined", destination)
 
     def archive_folder(self) -> Path:
         month = datetime.fromtimestamp(self._clock())
@@ -404,9 +705,15 @@ def _signature(path: Path) -> Signature | None:
         status = os.lstat(path)
     except OSError:
         return None
+    if stat.S_ISLNK(status.st_mode):
+        return Signature(status.st_size, status.st_mtime_ns, link=True)
     if not stat.S_ISREG(status.st_mode):
         return None
     return Signature(status.st_size, status.st_mtime_ns)
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ping(importer: Importer) -> None:

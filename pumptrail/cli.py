@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "evidence",
     "db",
     "run",
+    "status",
     "receive",
     "due",
     "serve",
@@ -74,8 +75,12 @@ EPILOG = """\
 exit status:
   0    done, nothing wrong found
   1    the command's work found a problem: a refused file, a difference on replay,
-       a broken audit chain, an account that cannot be changed, a failed transfer
-  2    the command line, settings, rules, folders or database cannot be used
+       a broken audit chain, an account that cannot be changed, a failed transfer,
+       a service needing attention (status)
+  2    the command line, settings, rules, folders or database cannot be used; a
+       command that reads or checks: the database is missing, damaged, or the
+       check failed ("cannot check", never "all clear")
+  3    run: the database is damaged; the service stopped (restore from a backup)
   130  interrupted (Ctrl-C)
   141  standard output was closed early (e.g. `pumptrail audit show | head`)
 Each command's help and docs/operations.md ("Exit codes") say which apply.

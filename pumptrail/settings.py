@@ -113,6 +113,20 @@ SETTINGS: tuple[Setting, ...] = (
         2.0,
         "a file is ready when at least this old and unchanged between two polls",
     ),
+    Setting(
+        "truncated_grace_seconds",
+        float,
+        120.0,
+        "a file refused as cut short stays in the inbox until unchanged this long "
+        "(a slow copy may still finish it)",
+    ),
+    Setting(
+        "unreadable_grace_seconds",
+        float,
+        600.0,
+        "a file that cannot be read, archived or quarantined is retried; after this long "
+        "it is listed as needing attention (imports page, `pumptrail status`)",
+    ),
     Setting("serial_port", str, "", "serial device of the programmer dock (empty: no receiver)"),
     Setting("serial_baud", int, 115200, "serial line speed (8N1, no flow control)"),
     Setting("due_within_days", int, 14, "refill-due report: pumps due within this many days"),
@@ -176,6 +190,8 @@ class Settings:
     rules_dir: Path
     poll_seconds: float
     settle_seconds: float
+    truncated_grace_seconds: float
+    unreadable_grace_seconds: float
     serial_port: str
     serial_baud: int
     due_within_days: int

@@ -1,10 +1,11 @@
 """`pumptrail audit verify` and `pumptrail audit show`: the hash-chained audit log (db/audit.py).
 
-`audit verify [--head ID:HASH]` walks the chain from the first entry. Intact, it
-prints how many entries there are and the head (`ID:HASH`), which an auditor
-writes down and passes as `--head` next time: entries deleted from the end are
-then noticed too. Broken, it names the first broken entry and what is wrong there,
-and exits 1.
+`audit verify [--head ID:HASH]` first runs the database's integrity check
+(`db.health`), then walks the chain from the first entry. Intact, it prints how
+many entries there are and the head (`ID:HASH`), which an auditor writes down and
+passes as `--head` next time: entries deleted from the end are then noticed too.
+Broken, it names the first broken entry and what is wrong there, and exits 1.
+Either line ends with the database and data folder it checked.
 
 `audit show [--action A] [--actor U] [--since DATE] [--target T] [--limit N]
 [--json]` lists entries, oldest first (with `--limit`, the newest N). Entries
@@ -20,8 +21,13 @@ the clinic published. A non-empty log without any readable checkpoint is not
 verified. `audit checkpoint` signs the current head by hand (a log that predates
 checkpoints).
 
-Exit status 0; 1 when the chain or a checkpoint is broken; 2 when `--head`,
-`--limit`, the settings, the signing identity or the database cannot be used.
+Both refuse a database that does not exist (nothing is created) or holds no
+pumptrail tables (docs/auditing.md).
+
+Exit status (docs/auditing.md): 0 intact; 1 the chain or a checkpoint is broken,
+or no checkpoint covers a non-empty log; 2 cannot check: `--head`, `--limit`, the
+settings or the certificate cannot be used, the database is missing or damaged,
+or the check failed.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
     add_database_arguments,
     anchor_config,
-    open_from_settings,
+    checked,
+    checking,
+    open_existing,
     resolve,
 )
 from pumptrail.errors import CommandError
@@ -113,45 +121,51 @@ def run_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"--head: {exc}") from exc
     resolved = resolve(args)
-    engine = open_from_settings(resolved)
+    where = checked(resolved)
     config = anchor_config(resolved)
     certificate_file = args.certificate or config.signing_key
     if certificate_file is None:
         from db.signing import default_identity_path
 
         certificate_file = default_identity_path(config.data_dir)
-    certificate = load_certificate(certificate_file)
     checkpoints = args.checkpoints or checkpoint_path(config.data_dir)
-    try:
-        with engine.connect() as connection:
-            broken = audit.verify(connection, head=head)
-            current = audit.current_head(connection)
-            if broken is None and (checkpoints.exists() or current is not None):
-                try:
-                    failure, summary = verify_checkpoints(
-                        connection, read_lines(checkpoints), certificate
-                    )
-                except OSError as exc:
-                    print(
-                        f"audit log NOT verified: checkpoints {checkpoints}: cannot read: "
-                        f"{exc.strerror} (without them a deleted tail or a rewritten chain "
-                        "cannot be told from an intact log)"
-                    )
-                    return 1
-            else:
-                failure, summary = None, None
-    finally:
-        engine.dispose()
+    failure, summary, unreadable = None, None, None
+    with checking(resolved, what="the audit log"):
+        engine = open_existing(resolved, check=True)
+        try:
+            with engine.connect() as connection:
+                broken = audit.verify(connection, head=head)
+                current = audit.current_head(connection)
+                if broken is None and current is not None:
+                    certificate = load_certificate(certificate_file)
+                    try:
+                        failure, summary = verify_checkpoints(
+                            connection, read_lines(checkpoints), certificate
+                        )
+                    except OSError as exc:
+                        unreadable = exc.strerror
+        finally:
+            engine.dispose()
     if broken is not None:
-        print(f"audit log broken at entry {broken.entry_id}: {broken.problem}: {broken.message}")
-        return 1
-    if failure is not None:
-        print(f"audit log broken at {failure}")
+        print(
+            f"audit log broken at entry {broken.entry_id}: {broken.problem}: {broken.message} "
+            f"({where})"
+        )
         return 1
     if current is None:
-        print("audit log intact: no entries yet")
+        print(f"audit log intact: no entries yet ({where})")
         return 0
-    print(f"audit log intact: {current.count} entries; head {current}")
+    if unreadable is not None:
+        print(
+            f"audit log NOT verified: checkpoints {checkpoints}: cannot read: {unreadable} "
+            f"(without them a deleted tail or a rewritten chain cannot be told from an "
+            f"intact log) ({where})"
+        )
+        return 1
+    if failure is not None:
+        print(f"audit log broken at {failure} ({where})")
+        return 1
+    print(f"audit log intact: {current.count} entries; head {current} ({where})")
     if summary is not None:
         newest = summary.newest_head_id
         uncovered = current.entry_id - (newest or 0)
@@ -171,7 +185,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from db.checkpoints import ChainHead, anchor_engine
 
     resolved = resolve(args)
-    engine = open_from_settings(resolved)
+    with checking(resolved, what="the audit log"):
+        engine = open_existing(resolved)
     try:
         writer = anchor_engine(engine, anchor_config(resolved))
         with engine.connect() as connection:
@@ -191,7 +206,8 @@ def run_show(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise CommandError("--limit must not be negative")
-    engine = open_from_settings(resolve(args))
+    resolved = resolve(args)
+    engine = open_existing(resolved)
     filters = audit.AuditFilter(
         action=args.action,
         actor=args.actor,
@@ -200,14 +216,14 @@ def run_show(args: argparse.Namespace) -> int:
         limit=args.limit or None,
     )
     try:
-        with engine.connect() as connection:
+        with checking(resolved), engine.connect() as connection:
             entries = audit.show(connection, filters)
     finally:
         engine.dispose()
     for entry in entries:
         print(entry_json(entry) if args.json else entry_line(entry))
     if not entries and not args.json:
-        print("no audit entries")
+        print(f"no audit entries ({checked(resolved)})")
     return 0
 
 

@@ -1,24 +1,37 @@
-"""`pumptrail db upgrade`, `db current` and `db grant`: schema revision and privileges.
+"""`pumptrail db upgrade|current|check|grant`: schema revision, health, privileges.
 
 `db grant ROLE` (PostgreSQL) gives the runtime role DML on the data tables and only
 SELECT and INSERT on the audit log (`db.grants`); migrations keep running as the
 owner role (docs/operations.md, "PostgreSQL roles").
 
-Every command sets up an empty database by itself; a database at an older revision
-is upgraded only by `pumptrail db upgrade` (after a backup). `open_from_settings`
-is how the other commands open the database, with one-line errors. Exit status 0,
-or 2 when the settings or the database cannot be used.
+A command that imports sets up an empty database by itself (`open_from_settings`);
+a database at an older revision is upgraded only by `pumptrail db upgrade` (after a
+backup). A command that only reads or checks opens the database with
+`open_existing`, which refuses a database that is not there (a SQLite file that
+does not exist, a database without pumptrail's tables) and creates nothing: a
+mistyped `data_dir` must not look like an empty clinic. Its result lines name the
+database and data folder they looked at (`checked`). Errors are one line each.
+
+`db check [--quick]` runs the database check of `db.health` by hand: SQLite's
+`integrity_check` (with `--quick`, `quick_check`, the service's check at start;
+docs/operations.md, "Database health").
+
+Exit status 0; `db check` 1 when the database is damaged; 2 when the settings
+cannot be used, or the database is missing, damaged (other commands) or cannot be
+read.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pumptrail import settings
 from pumptrail.commands import set_handler
-from pumptrail.errors import CommandError
+from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -32,23 +45,119 @@ DB_SETTINGS = ("db", "data_dir")
 __all__ = [
     "CommandError",
     "add_database_arguments",
+    "checked",
+    "checking",
     "load_clinic_rules",
+    "open_existing",
     "open_from_settings",
     "register",
     "resolve",
 ]
 
 
-def _db_error(url: str, exc: SQLAlchemyError) -> CommandError:
+def _url_text(url: str) -> str:
     from db.engine import DatabaseUrlError, safe_url_text
+
+    try:
+        return safe_url_text(url)
+    except DatabaseUrlError:
+        return "(bad URL)"
+
+
+def _db_error(url: str, exc: SQLAlchemyError) -> CommandError:
+    from db.health import is_damage
 
     original = getattr(exc, "orig", None) or exc
     first_line = str(original).strip().splitlines()[0] if str(original).strip() else repr(original)
+    if is_damage(exc):
+        return CommandError(
+            f"database {_url_text(url)} is damaged ({first_line}): restore it from a backup "
+            "(docs/operations.md, Backups)"
+        )
+    return CommandError(f"database {_url_text(url)}: {first_line}")
+
+
+def checked(resolved: settings.Settings) -> str:
+    """`database URL, data folder PATH`: what a result line names as the place it checked."""
+    return f"database {_url_text(resolved.db)}, data folder {resolved.data_dir}"
+
+
+def open_existing(resolved: settings.Settings, *, check: bool = False) -> Engine:
+    """The database of the settings, for a command that only reads or checks it.
+
+    Refuses with a CommandError (exit 2) a SQLite file that does not exist (neither
+    it nor its folder is created), a database holding no pumptrail tables, one at
+    another schema revision and, with `check`, one that fails `integrity_check`.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import DatabaseUrlError, make_engine
+    from db.health import (
+        DatabaseDamaged,
+        DatabaseMissing,
+        require_existing,
+        require_intact,
+        require_tables,
+    )
+    from db.migrate import SchemaError, at_packaged_head, check_revision
+
     try:
-        where = safe_url_text(url)
-    except DatabaseUrlError:
-        where = "(bad URL)"
-    return CommandError(f"database {where}: {first_line}")
+        require_existing(resolved.db)
+        engine = make_engine(resolved.db)
+    except DatabaseUrlError as exc:
+        raise CommandError(str(exc)) from exc
+    except DatabaseMissing as exc:
+        raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
+    try:
+        require_tables(engine)
+        if check:
+            require_intact(engine, full=True)
+        if not at_packaged_head(engine):
+            check_revision(engine)
+    except DatabaseMissing as exc:
+        engine.dispose()
+        raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
+    except DatabaseDamaged as exc:
+        engine.dispose()
+        raise CommandError(
+            f"{exc}: restore it from a backup (docs/operations.md, Backups)"
+        ) from exc
+    except SchemaError as exc:
+        engine.dispose()
+        raise CommandError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise _db_error(resolved.db, exc) from exc
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+@contextmanager
+def checking(resolved: settings.Settings, *, what: str | None = None) -> Iterator[None]:
+    """Turn a failure while reading the database into a one-line CommandError (exit 2).
+
+    A database error always; with `what` (a check: the audit chain, a replay) any
+    error at all, so that a crash is "cannot check" (2), never "found a problem" (1).
+    A closed standard output passes through (`pumptrail.cli` exits 141 for it).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.health import safe_error_text
+
+    try:
+        yield
+    except (CommandError, BrokenPipeError):
+        raise
+    except SQLAlchemyError as exc:
+        raise _db_error(resolved.db, exc) from exc
+    except Exception as exc:
+        if what is None:
+            raise
+        raise CommandError(
+            f"could not check {what} in {checked(resolved)}: {safe_error_text(exc)}"
+        ) from exc
 
 
 def open_from_settings(resolved: settings.Settings) -> Engine:
@@ -117,6 +226,16 @@ def register(subparsers: Any) -> None:
     current = actions.add_parser("current", help="print the database's revision and the newest")
     add_database_arguments(current, DB_SETTINGS)
     set_handler(current, run_current)
+    check = actions.add_parser(
+        "check", help="check the database for damage (SQLite integrity_check); exit 1 if damaged"
+    )
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help="quick_check only (page structure, not indexes against tables): faster",
+    )
+    add_database_arguments(check, DB_SETTINGS)
+    set_handler(check, run_check)
     grant = actions.add_parser(
         "grant",
         help="PostgreSQL: give the runtime ROLE what the service needs (audit log: "
@@ -166,9 +285,14 @@ def run_current(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from db.engine import safe_url_text
+    from db.health import DatabaseMissing, require_existing
     from db.migrate import current_revision, head_revision
 
     resolved = resolve(args)
+    try:
+        require_existing(resolved.db)
+    except DatabaseMissing as exc:
+        raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
     engine = _engine(resolved)
     try:
         current = current_revision(engine)
@@ -180,6 +304,35 @@ def run_current(args: argparse.Namespace) -> int:
     state = "the newest" if current == head else f"newest is {head}"
     print(f"database {safe_url_text(resolved.db)}: revision {current or 'none (empty)'} ({state})")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.health import DatabaseMissing, check_database, require_existing, require_tables
+
+    resolved = resolve(args)
+    try:
+        require_existing(resolved.db)
+    except DatabaseMissing as exc:
+        raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
+    engine = _engine(resolved)
+    try:
+        require_tables(engine)
+        report = check_database(engine, full=not args.quick)
+    except DatabaseMissing as exc:
+        raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
+    except SQLAlchemyError as exc:
+        raise _db_error(resolved.db, exc) from exc
+    finally:
+        engine.dispose()
+    print(f"{report.line()}; data folder {resolved.data_dir}")
+    for problem in report.problems[1:]:
+        print(f"  {problem}")
+    if report.ok:
+        return 0
+    print("restore the database from a backup (docs/operations.md, Backups)")
+    return EXIT_PROBLEM
 
 
 def run_grant(args: argparse.Namespace) -> int:

@@ -6,7 +6,11 @@ default 14) or already past. Overdue pumps come first; a pump holding baclofen
 is marked `WITHDRAWAL RISK`, since a missed intrathecal baclofen refill is an
 emergency. Patient identifiers are printed only with `--show-patient` (the
 clinic calling the patient needs them; a report mailed by cron does not).
-Exit status 0, or 2 when the database or settings cannot be used.
+A database that does not exist or holds no pumptrail tables is refused (nothing
+is created): a wrong `data_dir` must not read "no pump due". The report's first
+line names the database and data folder it read.
+Exit status 0, or 2 when the database (missing, damaged, unreadable) or the
+settings cannot be used.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
     add_database_arguments,
+    checked,
+    checking,
     load_clinic_rules,
-    open_from_settings,
+    open_existing,
     resolve,
 )
 from pumptrail.commands.evidence import table
@@ -53,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
     resolved = resolve(args)
     rules = load_clinic_rules(resolved)
-    engine = open_from_settings(resolved)
+    engine = open_existing(resolved)
     within = resolved.due_within_days
     today = args.today or date.today()
     try:
-        report = due_report(engine, today=today, within_days=within, rules=rules)
+        with checking(resolved):
+            report = due_report(engine, today=today, within_days=within, rules=rules)
     finally:
         engine.dispose()
     if args.json:
@@ -69,7 +76,15 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
         return 0
-    print(render(report, today=today, within_days=within, show_patient=args.show_patient))
+    print(
+        render(
+            report,
+            today=today,
+            within_days=within,
+            show_patient=args.show_patient,
+            where=checked(resolved),
+        )
+    )
     return 0
 
 
@@ -82,10 +97,18 @@ def _when(item: RefillDue) -> str:
     return f"in {days} day{'s' if days != 1 else ''}"
 
 
-def render(report: list[RefillDue], *, today: date, within_days: int, show_patient: bool) -> str:
-    """The report as a table a person reads."""
+def render(
+    report: list[RefillDue],
+    *,
+    today: date,
+    within_days: int,
+    show_patient: bool,
+    where: str | None = None,
+) -> str:
+    """The report as a table a person reads; `where` (the database read) ends its first line."""
+    suffix = f" ({where})" if where else ""
     if not report:
-        return f"no pump due for a refill within {within_days} days of {today.isoformat()}"
+        return f"no pump due for a refill within {within_days} days of {today.isoformat()}{suffix}"
     overdue = sum(1 for item in report if item.overdue)
     headers = ["status", "pump", "due", "when", "alarm date", "refill date", "drug"]
     if show_patient:
@@ -108,7 +131,7 @@ def render(report: list[RefillDue], *, today: date, within_days: int, show_patie
         rows.append(row)
     lines = [
         f"{len(report)} pump(s) due for a refill within {within_days} days of "
-        f"{today.isoformat()}, {overdue} overdue"
+        f"{today.isoformat()}, {overdue} overdue{suffix}"
     ]
     lines.extend(table(headers, rows, indent=""))
     return "\n".join(lines)

@@ -5,8 +5,10 @@ the code under every profile with its one-sentence counterfactual, the refill
 arithmetic, the flags, the supply lines and the documentation checklist. With
 `--json`, the array of docs/session-json.md "Evidence", ordered by pump serial then
 session start. Patient identifiers are not printed: the evidence has none.
+A database that does not exist or holds no pumptrail tables is refused (nothing
+is created); the readable output ends with the database and data folder it read.
 Exit status 0; 1 when `--session ID` names no stored session; 2 when the
-settings or the database cannot be used.
+settings or the database cannot be used (missing, damaged, unreadable).
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pumptrail.commands import set_handler
-from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    add_database_arguments,
+    checked,
+    checking,
+    open_existing,
+    resolve,
+)
 from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 SETTINGS = ("db", "data_dir")
@@ -45,22 +53,27 @@ def run(args: argparse.Namespace) -> int:
     from db import queries
     from db.codec import loads
 
-    engine = open_from_settings(resolve(args))
+    resolved = resolve(args)
+    engine = open_existing(resolved)
     try:
-        with engine.connect() as connection:
+        with checking(resolved), engine.connect() as connection:
             texts = queries.evidence_documents(
                 connection, session_id=args.session, pump_serial=args.pump
             )
     finally:
         engine.dispose()
     documents = [loads(text) for text in texts]
+    where = checked(resolved)
     if args.json:
         json.dump(documents, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
+    elif documents:
+        print("\n\n".join(render(doc) for doc in documents))
+        print(f"\n{len(documents)} session(s) ({where})")
     else:
-        print("\n\n".join(render(doc) for doc in documents) if documents else "no sessions")
+        print(f"no sessions ({where})")
     if args.session is not None and not documents:
-        raise CommandError(f"no stored session {args.session}", exit_status=EXIT_PROBLEM)
+        raise CommandError(f"no stored session {args.session} ({where})", exit_status=EXIT_PROBLEM)
     return 0
 
 

@@ -3,10 +3,15 @@
 Re-decodes every raw file with this version and derives the evidence again
 (`ingest.replay`). One line per difference, `session ID: kind: field: old -> new`
 or `raw SHA256-PREFIX: kind: what`, at most `MAX_LINES_PER_SUBJECT` per session,
-then a summary. Exit status: `--verify` (default) 1 when anything differs, else 0;
-`--apply` rewrites what differs and exits 1 only when something could not be
-rewritten (a tampered, missing or undecodable raw file). 2 when the database,
-settings or rules cannot be used.
+then a summary naming the database and data folder replayed. `--verify` first
+runs the database's integrity check (`db.health`). A database that does not
+exist or holds no pumptrail tables is refused (nothing is created).
+
+Exit status (docs/auditing.md): `--verify` (default) 0 when nothing differs, 1
+when anything differs; `--apply` rewrites what differs and exits 1 only when
+something could not be rewritten (a tampered, missing or undecodable raw file).
+2 when the replay cannot check: the database is missing or damaged, the settings
+or rules cannot be used, or the replay itself failed.
 
 `--fixtures DIR` checks a case folder of exports against its
 `expected-evidence.json` without any database (`ingest.replay.fixtures`);
@@ -28,8 +33,10 @@ from pumptrail import settings
 from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
     add_database_arguments,
+    checked,
+    checking,
     load_clinic_rules,
-    open_from_settings,
+    open_existing,
     resolve,
 )
 from pumptrail.errors import EXIT_PROBLEM, CommandError
@@ -130,25 +137,27 @@ def run(args: argparse.Namespace) -> int:
 
     resolved = resolve(args)
     rules = _rules(args, resolved)
-    engine = open_from_settings(resolved)
-    try:
-        store = open_raw_store(engine, resolved.raw_store, resolved.raw_store_mode)
-        replayer = Replayer(engine, store, rules, actor=cli_actor())
-        with Progress(None, unit="pumps") as progress:
-            result = replayer.run(
-                pump=args.pump,
-                since=args.since,
-                apply=args.apply,
-                report=LinePrinter(progress.write),
-                progress=progress.moved_to,
-            )
-    finally:
-        engine.dispose()
+    where = checked(resolved)
+    with checking(resolved, what="the stored evidence"):
+        engine = open_existing(resolved, check=not args.apply)
+        try:
+            store = open_raw_store(engine, resolved.raw_store, resolved.raw_store_mode)
+            replayer = Replayer(engine, store, rules, actor=cli_actor())
+            with Progress(None, unit="pumps") as progress:
+                result = replayer.run(
+                    pump=args.pump,
+                    since=args.since,
+                    apply=args.apply,
+                    report=LinePrinter(progress.write),
+                    progress=progress.moved_to,
+                )
+        finally:
+            engine.dispose()
     if not result.pump_found:
-        raise CommandError(f"no stored pump {args.pump}", exit_status=EXIT_PROBLEM)
+        raise CommandError(f"no stored pump {args.pump} ({where})", exit_status=EXIT_PROBLEM)
     for line in result.unchecked:
         print(line)
-    print(result.summary())
+    print(f"{result.summary()} ({where})")
     if not args.apply:
         return 1 if result.differences else 0
     print(

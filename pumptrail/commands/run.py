@@ -4,7 +4,8 @@ Runs in the foreground until SIGTERM or SIGINT (systemd's stop, Ctrl-C): the
 file being imported is finished and moved, then the process exits 0. Log lines
 go to standard error as structured `key=value` lines (journald keeps them).
 Exit status 2 when the settings, the folders or the database schema cannot be
-used; a database that is merely unreachable is retried with back-off.
+used; 3 when the database is damaged (docs/operations.md "Database health"); a
+database that is merely unreachable is retried with back-off.
 The service (`ingest.service`) gets its settings as a typed `ServiceConfig`
 built here (`service_config`). See docs/operations.md.
 """
@@ -39,6 +40,8 @@ SETTINGS = (
     "raw_store_mode",
     "poll_seconds",
     "settle_seconds",
+    "truncated_grace_seconds",
+    "unreadable_grace_seconds",
     "serial_port",
     "serial_baud",
     "due_within_days",
@@ -69,6 +72,9 @@ def service_config(resolved: settings.Settings) -> ServiceConfig:
         raw_store_mode=resolved.raw_store_mode,
         poll_seconds=resolved.poll_seconds,
         settle_seconds=resolved.settle_seconds,
+        truncated_grace_seconds=resolved.truncated_grace_seconds,
+        unreadable_grace_seconds=resolved.unreadable_grace_seconds,
+        data_dir=resolved.data_dir,
         retry_max_seconds=resolved.retry_max_seconds,
         outage_log_seconds=resolved.outage_log_seconds,
         due_within_days=resolved.due_within_days,

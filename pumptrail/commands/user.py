@@ -20,7 +20,14 @@ import sys
 from typing import Any
 
 from pumptrail.commands import set_handler
-from pumptrail.commands.db import add_database_arguments, open_from_settings, resolve
+from pumptrail.commands.db import (
+    add_database_arguments,
+    checked,
+    checking,
+    open_existing,
+    open_from_settings,
+    resolve,
+)
 from pumptrail.errors import EXIT_PROBLEM, CommandError
 
 SETTINGS = ("db", "data_dir")
@@ -165,14 +172,17 @@ def run_password(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from web.users import list_users
 
-    engine = open_from_settings(resolve(args))
+    resolved = resolve(args)
+    engine = open_existing(resolved)
     try:
-        with engine.connect() as connection:
+        with checking(resolved), engine.connect() as connection:
             users = list_users(connection)
     finally:
         engine.dispose()
     if not users:
-        print("no users: add one with `pumptrail user add NAME --role admin`")
+        print(
+            f"no users in {checked(resolved)}: add one with `pumptrail user add NAME --role admin`"
+        )
         return 0
     width = max(len(u.username) for u in users)
     for u in users:

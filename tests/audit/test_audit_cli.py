@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from db import audit
 from db.checkpoints import AnchorConfig, anchor_engine
-from db.engine import write_transaction
+from db.engine import safe_url_text, write_transaction
 from db.migrate import open_database
 from pumptrail.cli import main
 
@@ -40,21 +40,33 @@ def args(db_url: str, tmp_path: Path, *words: str) -> list[str]:
     return ["audit", *words, "--db", db_url, "--data-dir", str(tmp_path / "data")]
 
 
+def checked(db_url: str, tmp_path: Path) -> str:
+    """What a result line names as the database and data folder it checked."""
+    return f"(database {safe_url_text(db_url)}, data folder {tmp_path / 'data'})"
+
+
 def test_verify_intact_prints_the_head(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     entries = fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "verify")) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash}\n")
-    assert "checkpoints: 1 signed checkpoints verified in " in out
-    assert "the newest covers entry 3" in out
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash} {checked(db_url, tmp_path)}"
+    )
+    assert lines[1].startswith("checkpoints: 1 signed checkpoints verified in ")
+    assert "the newest covers entry 3" in lines[1]
+    assert len(lines) == 2
     assert main(args(db_url, tmp_path, "verify", "--head", f"3:{entries[-1].entry_hash}")) == 0
 
 
 def test_verify_empty_log(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    open_database(db_url).dispose()
     assert main(args(db_url, tmp_path, "verify")) == 0
-    assert capsys.readouterr().out == "audit log intact: no entries yet\n"
+    assert (
+        capsys.readouterr().out == f"audit log intact: no entries yet {checked(db_url, tmp_path)}\n"
+    )
 
 
 def test_verify_names_the_first_broken_entry_and_exits_1(
@@ -74,7 +86,7 @@ def test_verify_names_the_first_broken_entry_and_exits_1(
     assert main(args(db_url, tmp_path, "verify")) == 1
     assert capsys.readouterr().out == (
         "audit log broken at entry 2: entry_missing: entry 2 is missing (deleted); "
-        "the next entry is 3\n"
+        f"the next entry is 3 {checked(db_url, tmp_path)}\n"
     )
 
 
@@ -122,7 +134,7 @@ def test_show_lists_filtered_entries(
     assert shown["detail"] == {"profile": "rate-dose"}
 
     assert main(args(db_url, tmp_path, "show", "--since", "2999-01-01")) == 0
-    assert capsys.readouterr().out == "no audit entries\n"
+    assert capsys.readouterr().out == f"no audit entries {checked(db_url, tmp_path)}\n"
 
 
 def test_show_refuses_a_negative_limit(

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from db.engine import safe_url_text
+from db.migrate import open_database
 from evidence.derive import SESSION_FLAG_ORDER
 from fixtures.scenario import Scenario
 from pumptrail.cli import main
@@ -134,9 +136,15 @@ def test_table_shows_changes_codes_counterfactuals_flags_checklist(
     assert "  refill: expected " in out
 
 
-def test_empty_database_prints_no_sessions(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evidence", "--db", db_url]) == 0
-    assert capsys.readouterr().out == "no sessions\n"
+def test_empty_database_prints_no_sessions(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_database(db_url).dispose()
+    data = tmp_path / "data"
+    assert main(["evidence", "--db", db_url, "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out == (
+        f"no sessions (database {safe_url_text(db_url)}, data folder {data})\n"
+    )
     assert main(["evidence", "--json", "--db", db_url]) == 0
     assert json.loads(capsys.readouterr().out) == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from datetime import datetime
@@ -78,6 +79,30 @@ def test_sqlite_parent_folder_created_private(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_sqlite_database_and_its_wal_files_are_private_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'p.db'}")
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+                connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT * FROM t")
+                modes = {
+                    p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data").iterdir()
+                }
+        finally:
+            engine.dispose()
+    finally:
+        os.umask(previous)
+    assert {"p.db", "p.db-wal", "p.db-shm"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
 
 
 def test_sqlite_write_transaction_takes_the_write_lock_up_front(tmp_path: Path) -> None:

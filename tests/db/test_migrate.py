@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 import db
-from db.engine import make_engine, write_transaction
+from db.engine import make_engine, normalize_url, sqlite_path, write_transaction
 from db.migrate import (
     SchemaError,
     alembic_config,
@@ -115,6 +115,10 @@ def test_database_from_a_newer_pumptrail_is_refused(db_url: str) -> None:
 
 def test_db_upgrade_and_current_commands(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     head = head_revision()
+    path = sqlite_path(normalize_url(db_url))
+    if path is not None:  # an empty SQLite database: a file of no pages
+        path.parent.mkdir(parents=True)
+        path.touch()
     assert main(["db", "current", "--db", db_url]) == 0
     assert f"revision none (empty) (newest is {head})" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", db_url]) == 0

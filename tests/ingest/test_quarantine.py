@@ -26,6 +26,7 @@ def refused(folder: Path, name: str = "visit.psl", data: bytes = b"PSL broken") 
 
 def test_a_refused_file_moves_beside_its_error_record(tmp_path: Path) -> None:
     source = refused(tmp_path / "inbox")
+    mtime_ns = source.stat().st_mtime_ns
     now = datetime(2026, 3, 4, 10, 15, 2, tzinfo=UTC).timestamp()
     folder = tmp_path / "quarantine"
     target = quarantine.quarantine_file(
@@ -38,6 +39,7 @@ def test_a_refused_file_moves_beside_its_error_record(tmp_path: Path) -> None:
         "file": "sub/visit.psl",
         "sha256": DIGEST,
         "size": 10,
+        "mtime_ns": mtime_ns,
         **ERROR,
         "quarantined_at_utc": "2026-03-04T10:15:02Z",
         "parser_version": PARSER_VERSION,

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, delete, select, update
 import ingest.pipeline
 import ingest.replay.replayer
 from db import audit
+from db.engine import safe_url_text
 from db.migrate import open_database
 from db.models import events, evidence, evidence_flags, raw_files, sessions, setting_values
 from evidence import load_rules
@@ -59,6 +60,14 @@ class Stored:
 
     def engine(self) -> Engine:
         return open_database(self.url)
+
+    @property
+    def checked(self) -> str:
+        """What the summary line names as the database and data folder it replayed."""
+        return f" (database {safe_url_text(self.url)}, data folder {self.tmp / 'data'})"
+
+    def clean(self) -> str:
+        return CLEAN + self.checked
 
     def cli(self, *words: str) -> list[str]:
         return [
@@ -142,7 +151,7 @@ def test_untouched_database_reports_nothing_and_exits_0(
     stored: Stored, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, lines = run(stored, capsys)
-    assert (status, lines) == (0, [CLEAN])
+    assert (status, lines) == (0, [stored.clean()])
     engine = stored.engine()
     try:
         with engine.connect() as connection:
@@ -200,7 +209,8 @@ def test_changed_setting_value_is_named(stored: Stored, capsys: pytest.CaptureFi
     assert lines == [
         f"session {session_id}: setting: setting_values.interrogated.drug1_daily_dose: "
         f"999999 -> {original}",
-        "replayed 10 raw files, 7 sessions of 2 pumps: 1 session differs, 1 difference in all",
+        "replayed 10 raw files, 7 sessions of 2 pumps: 1 session differs, 1 difference in all"
+        + stored.checked,
     ]
 
 
@@ -238,7 +248,7 @@ def test_edited_raw_file_is_reported_as_tampered(
         f"pump {stored.pump_a[0].header.pump_serial}: evidence not derived again: "
         "a raw file is missing or tampered"
     )
-    assert lines[-1].endswith("1 tampered, 1 difference in all")
+    assert lines[-1].endswith("1 tampered, 1 difference in all" + stored.checked)
 
 
 def test_raw_file_gone_from_the_store_is_reported(
@@ -387,7 +397,7 @@ def test_file_added_behind_the_importer_is_named(
         f"raw {(result.sha256 or '')[:12]}: unaudited: stored, but the audit log has no "
         "import or quarantine entry for it (added outside pumptrail, or its entry was removed)"
     )
-    assert lines[-1].endswith("1 unaudited, 1 difference in all")
+    assert lines[-1].endswith("1 unaudited, 1 difference in all" + stored.checked)
 
 
 def test_files_from_before_the_audit_log_are_not_asked_for(
@@ -415,7 +425,10 @@ def test_pump_filter_replays_one_pump(stored: Stored, capsys: pytest.CaptureFixt
     stored.sql(update(setting_values).where(setting_values.c.session_pk == pk).values(value="0"))
     serial = stored.pump_b[0].header.pump_serial
     status, lines = run(stored, capsys, "--pump", serial)
-    assert (status, lines) == (0, ["replayed 2 raw files, 2 sessions of 1 pump: no differences"])
+    assert (status, lines) == (
+        0,
+        ["replayed 2 raw files, 2 sessions of 1 pump: no differences" + stored.checked],
+    )
     status, lines = run(stored, capsys, "--pump", stored.pump_a[0].header.pump_serial)
     assert status == 1
     assert lines[-1].startswith("replayed 7 raw files, 5 sessions of 1 pump: 1 session differs")
@@ -460,7 +473,7 @@ def test_apply_rewrites_what_differs_and_is_audited(
     status, lines = run(stored, capsys, "--apply")
     assert status == 0
     assert lines[-1] == "rewrote 1 session and the evidence of 1 session"
-    assert run(stored, capsys) == (0, [CLEAN])
+    assert run(stored, capsys) == (0, [stored.clean()])
     engine = stored.engine()
     try:
         with engine.connect() as connection:
@@ -531,7 +544,7 @@ def test_upgrade_of_the_rules_is_reported_then_applied(
     status, lines = run(stored, capsys, "--apply", "--rules-dir", str(rules_dir))
     assert status == 0
     assert lines[-1] == "rewrote 0 sessions and the evidence of 7 sessions"
-    assert run(stored, capsys, "--rules-dir", str(rules_dir)) == (0, [CLEAN])
+    assert run(stored, capsys, "--rules-dir", str(rules_dir)) == (0, [stored.clean()])
     engine = stored.engine()
     try:
         with engine.connect() as connection:
@@ -557,7 +570,7 @@ def test_upgrade_of_the_parser_is_reported_then_applied(
         '"pumptrail-parsers/99"'
     ) in lines
     assert run(stored, capsys, "--apply")[0] == 0
-    assert run(stored, capsys) == (0, [CLEAN])
+    assert run(stored, capsys) == (0, [stored.clean()])
 
 
 # ---------------------------------------------------------------------------

@@ -80,7 +80,15 @@ def service_env(data_dir: Path, **settings: object) -> dict[str, str]:
     """Environment for a `pumptrail run` subprocess: fast polls, everything under data_dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPTRAIL_")}
     env["PUMPTRAIL_DATA_DIR"] = str(data_dir)
-    values: dict[str, object] = {"poll_seconds": 0.1, "settle_seconds": 0.2, "log_level": "INFO"}
+    values: dict[str, object] = {
+        "poll_seconds": 0.1,
+        "settle_seconds": 0.2,
+        # The corpus's truncated export is quarantined at once, as every refused file:
+        # these tests count what left the inbox (waiting for a slow writer to finish
+        # is tested in test_watch_failsafe.py).
+        "truncated_grace_seconds": 0,
+        "log_level": "INFO",
+    }
     values.update(settings)
     for key, value in values.items():
         env[f"PUMPTRAIL_{key.upper()}"] = str(value)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from db.due import LatestSession, due_report, latest_sessions
+from db.engine import safe_url_text
 from evidence.due import is_withdrawal_risk, refills_due
 from fixtures.binary_writer import encode_binary
 from fixtures.scenario import Scenario
@@ -213,6 +214,8 @@ def test_pumptrail_due_prints_a_table_and_json(
     _imp, histories = stored
     baclofen = histories[0]
     monkeypatch.setenv("PUMPTRAIL_DATA_DIR", str(tmp_path))
+    database = safe_url_text(f"sqlite:///{tmp_path / 'pumptrail.db'}")
+    checked = f"(database {database}, data folder {tmp_path})"
     _alarm, refill = end_dates(baclofen[-1])
     day = refill + timedelta(days=2)
     today = day.isoformat()
@@ -224,7 +227,8 @@ def test_pumptrail_due_prints_a_table_and_json(
     lines = out.splitlines()
     overdue = sum(1 for _serial, days in expected if days < 0)
     assert lines[0] == (
-        f"{len(expected)} pump(s) due for a refill within 14 days of {today}, {overdue} overdue"
+        f"{len(expected)} pump(s) due for a refill within 14 days of {today}, {overdue} overdue "
+        f"{checked}"
     )
     assert [next(s for s, _ in expected if s in line) for line in lines[2:]] == [
         s for s, _ in expected
@@ -247,7 +251,7 @@ def test_pumptrail_due_prints_a_table_and_json(
 
     status, out, _ = run_cli(capsys, "due", "--today", "2020-01-01", "--due-within-days", "3")
     assert status == 0
-    assert out.strip() == "no pump due for a refill within 3 days of 2020-01-01"
+    assert out.strip() == f"no pump due for a refill within 3 days of 2020-01-01 {checked}"
 
 
 def test_the_daily_job_logs_overdue_pumps_without_patient_data(

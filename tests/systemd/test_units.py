@@ -275,3 +275,17 @@ def test_compiled_dependencies_need_no_writable_executable_memory() -> None:
         )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_import_service_stops_for_good_on_a_damaged_database() -> None:
+    """Status 3 (a damaged database) is not restarted, and repeated start failures
+    reach the start limit: RestartSec times the burst fits inside the interval."""
+    from ingest.service import EXIT_DAMAGED
+
+    unit = parse_unit(UNITS / "pumptrail.service")
+    s, u = unit["Service"], unit["Unit"]
+    assert one(s, "RestartPreventExitStatus").split() == [str(EXIT_DAMAGED)]
+    burst = int(one(u, "StartLimitBurst"))
+    interval = int(one(u, "StartLimitIntervalSec"))
+    assert burst >= 2
+    assert burst * int(one(s, "RestartSec")) < interval

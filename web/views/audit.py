@@ -160,6 +160,8 @@ KNOWN_ACTIONS = (
     audit.USER_ADD,
     audit.USER_CHANGE,
     audit.REQUEUE,
+    audit.DISMISS,
+    audit.RAW_MIGRATE,
     audit.IMPORT,
     audit.QUARANTINE,
     audit.REPLAY_VERIFY,

@@ -15,6 +15,9 @@ MESSAGES = {
     "added": "User added.",
     "changed": "User changed; their open sessions have ended.",
     "requeued": "File moved back to the inbox; it will be imported on the next poll.",
+    "requeued_same": "File moved back to the inbox. Warning: these are the same bytes this "
+    "parser version refused before, so the same outcome will follow.",
+    "dismissed": "File dismissed from the quarantine; its bytes stay in the raw store.",
 }
 
 

@@ -1,17 +1,23 @@
-"""The imports page: counts, latest files, the inbox, the quarantine; admins re-queue.
+"""The imports page: counts, latest files, the inbox, the quarantine; admins re-queue or dismiss.
 
-Quarantine records are read and re-queued through `ingest.quarantine`; a
-re-queue is recorded in the audit log in the write transaction that moves the
-file (a move that fails records nothing). Files are named by SHA-256 prefix in
-the log, never by file name.
+Quarantine records are read, re-queued and dismissed through `ingest.quarantine`;
+each reason is shown from the record's safe fields (code, offset or line, record,
+kinds of the expected and found values: never text copied from the file). A
+re-queue or a dismissal is recorded in the audit log in the write transaction that
+moves or removes the file (one that fails records nothing); a dismissed file's
+bytes stay in the raw store. A re-queue of the very bytes the current parser
+version refused warns that the same outcome will follow. Files the service cannot
+read or move for `unreadable_grace_seconds` are listed as needing attention, by
+hash and reason, from the service's status file (`ingest.status`). Files are named
+by SHA-256 prefix in the log, never by file name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +28,13 @@ from fastapi.responses import Response
 
 from db import audit
 from db.engine import write_transaction
-from ingest.quarantine import quarantined_file, quarantined_files
+from ingest.quarantine import QuarantinedFile, quarantined_file, quarantined_files
+from ingest.quarantine import dismiss as dismiss_file
 from ingest.quarantine import requeue as requeue_file
+from ingest.rawstore import open_raw_store
+from ingest.status import read_status, status_path
 from web import present
-from web.context import app_state, check_csrf, current_user, record_view, render, require
+from web.context import AppState, app_state, check_csrf, current_user, record_view, render, require
 from web.queries import import_counts, recent_imports
 from web.users import User
 from web.views.common import MESSAGES, not_found, redirect
@@ -86,6 +95,7 @@ class QuarantineRow:
     message: str
     where: str
     when: str
+    is_link: bool = False
 
 
 def quarantine_rows(folder: Path, limit: int) -> list[QuarantineRow]:
@@ -106,6 +116,37 @@ def quarantine_rows(folder: Path, limit: int) -> list[QuarantineRow]:
                 message=item.message,
                 where=where or present.DASH,
                 when=when.replace("T", " ").rstrip("Z"),
+                is_link=item.is_link,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class AttentionRow:
+    """A file in the inbox the service cannot read or move, as the status file names it."""
+
+    key: str
+    reason: str
+    error: str
+    since: str
+    attempts: str
+
+
+def attention_rows(data_dir: Path) -> list[AttentionRow]:
+    """Files needing attention from the service's status file (`ingest.status`)."""
+    status = read_status(status_path(data_dir)) or {}
+    rows = []
+    for item in status.get("needing_attention") or []:
+        if not isinstance(item, dict):
+            continue
+        rows.append(
+            AttentionRow(
+                key=str(item.get("key") or "?"),
+                reason=str(item.get("reason") or "?").replace("_", " "),
+                error=str(item.get("error") or ""),
+                since=str(item.get("since_utc") or "").replace("T", " ").rstrip("Z"),
+                attempts=str(item.get("attempts") or ""),
             )
         )
     return rows
@@ -141,6 +182,7 @@ def imports_page(request: Request, *, user: Annotated[User, Depends(current_user
             "inbox_path": str(state.config.inbox),
             "quarantine": quarantine,
             "quarantine_path": str(state.config.quarantine),
+            "attention": attention_rows(state.config.data_dir),
             "message": MESSAGES.get(str(request.query_params.get("done", "")), ""),
         },
     )
@@ -160,18 +202,49 @@ def requeue(
     if item is None:
         return not_found(request, "No such file in the quarantine.")
 
+    if item.is_link:
+        return not_found(request, "A symbolic link cannot be re-queued; dismiss it.")
+    same = item.same_outcome_expected()
+    requeue_file(item, state.config.inbox, during=_audited(state, user, audit.REQUEUE, item))
+    log.info("requeued a quarantined file (%s) by %s", (item.sha256 or "?")[:12], user.username)
+    return redirect("/imports?done=requeued_same" if same else "/imports?done=requeued")
+
+
+@router.post("/imports/dismiss")
+def dismiss(
+    request: Request,
+    *,
+    user: Annotated[User, Depends(require("admin"))],
+    name: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    check_csrf(request, csrf_token)
+    state = app_state(request)
+    item = quarantined_file(state.config.quarantine, name)
+    if item is None:
+        return not_found(request, "No such file in the quarantine.")
+    # Kept durably where this database keeps raw exports (a folder, or PostgreSQL).
+    store = open_raw_store(state.engine, state.config.raw_store, state.config.raw_store_mode)
+    dismiss_file(item, store.put, during=_audited(state, user, audit.DISMISS, item))
+    log.info("dismissed a quarantined file (%s) by %s", (item.sha256 or "?")[:12], user.username)
+    return redirect("/imports?done=dismissed")
+
+
+def _audited(
+    state: AppState, user: User, action: str, item: QuarantinedFile
+) -> Callable[[], AbstractContextManager[None]]:
+    """A write transaction that appends the audit entry of `action` on `item`."""
+
     @contextmanager
     def audited() -> Iterator[None]:
         with write_transaction(state.engine) as connection:
             audit.append(
                 connection,
                 actor=user.username,
-                action=audit.REQUEUE,
+                action=action,
                 target=item.sha256[:64],
                 detail={"code": item.code},
             )
             yield
 
-    requeue_file(item, state.config.inbox, during=audited)
-    log.info("requeued a quarantined file (%s) by %s", (item.sha256 or "?")[:12], user.username)
-    return redirect("/imports?done=requeued")
+    return audited
