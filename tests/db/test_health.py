@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 import ingest.replay
 from db import audit
+from db.checkpoints import AnchorConfig, anchor_engine
 from db.codec import StoredDocumentError
 from db.engine import make_engine, safe_url_text, write_transaction
 from db.health import (
@@ -23,7 +24,6 @@ from db.health import (
     require_intact,
     safe_error_text,
 )
-from db.checkpoints import AnchorConfig, anchor_engine
 from db.migrate import open_database
 from pumptrail.cli import main
 from tests.db.damage import overwrite_index_page
