@@ -79,6 +79,10 @@ DISMISS: Final = "quarantine_dismiss"
 
 SYSTEM_ACTOR: Final = "system"
 
+# Key in the pooled connection's `info`: (id, hash) of the newest entry this
+# transaction appended, for the checkpoint written after its commit (db.checkpoints).
+PENDING_HEAD_KEY: Final = "pumptrail_audit_pending_head"
+
 _ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
 # Keys a detail must never carry: they name patient data (or file names, which may).
 FORBIDDEN_DETAIL_KEYS: Final = frozenset(
@@ -252,16 +256,21 @@ def _as_connection(conn: Connection | OrmSession) -> Connection:
     return conn.connection() if isinstance(conn, OrmSession) else conn
 
 
+_PG_APPEND_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.audit_log'))")
+
+
 def _lock_for_append(connection: Connection) -> None:
     """Serialize appenders before the last hash is read (no two entries share a parent).
 
-    PostgreSQL: an EXCLUSIVE table lock (readers go on, other appenders wait until
-    this transaction ends). SQLite: a write statement that changes nothing takes
+    PostgreSQL: a transaction-scoped advisory lock named after the schema's audit
+    table (readers go on, other appenders wait until this transaction ends). A
+    table lock would need UPDATE or DELETE rights, which the runtime role does not
+    have on the audit log (db.grants). SQLite: a write statement that changes nothing takes
     the database write lock now, waiting on the busy timeout, when the caller's
     transaction has not taken it yet (a `BEGIN IMMEDIATE` transaction already has).
     """
     if connection.dialect.name == "postgresql":
-        connection.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        connection.execute(_PG_APPEND_LOCK)
     elif connection.dialect.name == "sqlite" and not connection.get_execution_options().get(
         WRITE_OPTION
     ):
@@ -333,6 +342,7 @@ def append(
             "entry_hash": entry_hash,
         },
     )
+    connection.info[PENDING_HEAD_KEY] = (entry_id, entry_hash)
     return AuditEntry(
         entry_id, at, actor, action, target, json.loads(stored_detail), prev_hash, entry_hash
     )

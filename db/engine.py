@@ -31,7 +31,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,17 @@ def write_transaction(engine: Engine, *, group_commit: bool = False) -> Iterator
             yield connection
 
 
+# Callbacks run after `make_durable` (the audit checkpoint of a group commit).
+_AFTER_DURABLE: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def after_durable(engine: Engine, callback: Callable[[], None]) -> None:
+    """Run `callback` each time `make_durable(engine)` has put the commits on disk."""
+    _AFTER_DURABLE.setdefault(engine, []).append(callback)
+
+
 def make_durable(engine: Engine) -> None:
     """Put every commit made so far on disk, group commits included.
 
@@ -230,6 +242,12 @@ def make_durable(engine: Engine) -> None:
     transaction ID commits synchronously, and its commit waits until the WAL is
     flushed up to its own record, which lies after every earlier commit's.
     """
+    _flush_to_disk(engine)
+    for callback in _AFTER_DURABLE.get(engine, ()):
+        callback()
+
+
+def _flush_to_disk(engine: Engine) -> None:
     if is_sqlite(engine):
         path = sqlite_path(engine.url)
         if path is None:

@@ -63,6 +63,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from db.checkpoints import AnchorConfig, anchor_engine, open_identity
 from db.due import due_report
 from db.engine import DatabaseUrlError, normalize_url, safe_url_text, sqlite_path
 from db.health import (
@@ -73,6 +74,7 @@ from db.health import (
     safe_error_text,
 )
 from db.migrate import SchemaError, open_database
+from db.signing import SigningIdentity, SigningKeyError
 from evidence import Rules
 from ingest.durable import make_private_dir
 from ingest.logging_setup import log_event
@@ -128,6 +130,8 @@ class ServiceConfig:
     # Empty: no serial receiver.
     serial_port: str = ""
     serial_baud: int = 115200
+    # Where the signing identity and the audit checkpoints live; None: no checkpoints.
+    anchor: AnchorConfig | None = None
     # Where the status file goes (`ingest.status`); None: no status file.
     data_dir: Path | None = None
 
@@ -172,6 +176,7 @@ class Service:
     ) -> None:
         self.config = config
         self.rules = rules
+        self._identity: SigningIdentity | None = None
         self.stop_event = threading.Event()
         self.exit_status = 0
         self._today = today
@@ -207,6 +212,8 @@ class Service:
             if self._importer is None:
                 try:
                     engine = self._open()
+                    if self.config.anchor is not None:
+                        anchor_engine(engine, self.config.anchor, self._identity)
                     self._check(engine, full=False)
                 except Exception as exc:
                     if is_damage(exc) and not isinstance(exc, DatabaseDamaged):
@@ -466,6 +473,11 @@ class Service:
         is left to the poll job's back-off.
         """
         self.check_folders()
+        if self.config.anchor is not None:
+            try:
+                self._identity = open_identity(self.config.anchor)
+            except SigningKeyError as exc:
+                raise ServiceError(str(exc)) from exc
         folders = [self.config.inbox, self.config.archive, self.config.quarantine]
         if self.config.data_dir is not None:
             folders.insert(0, self.config.data_dir)

@@ -38,6 +38,8 @@ COMMANDS: tuple[str, ...] = (
     "replay",
     "raw",
     "audit",
+    "keys",
+    "packet",
     "settings",
     "demo",
 )
@@ -64,6 +66,9 @@ EXIT_STATUS: Mapping[str, int] = {
     "parsers.errors.DecodeError": EXIT_UNUSABLE,
     "ingest.serial_receiver.TransferFailed": EXIT_PROBLEM,
     "web.users.AccountError": EXIT_PROBLEM,
+    "db.signing.SigningKeyError": EXIT_UNUSABLE,
+    "db.grants.GrantError": EXIT_UNUSABLE,
+    "web.packet_signing.PacketVerifyError": EXIT_UNUSABLE,
 }
 
 EPILOG = """\

@@ -145,6 +145,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "address the web view listens on"),
     Setting("port", int, 8300, "port the web view listens on"),
     Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Setting(
+        "signing_key",
+        str,
+        "",
+        "PEM file with the clinic's private key and certificate that sign audit checkpoints "
+        "and evidence packets (empty: {data_dir}/keys/clinic-signing.pem, created on first use; "
+        "under systemd, a LoadCredential= path)",
+    ),
+    Setting(
+        "clinic_name",
+        str,
+        "pumptrail clinic",
+        "the clinic's name in the signing certificate a new identity gets",
+    ),
+    Setting(
+        "audit_syslog",
+        str,
+        "/dev/log",
+        "syslog socket that receives a copy of every audit checkpoint "
+        "(identifier pumptrail-audit; empty: none)",
+    ),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -179,6 +200,9 @@ class Settings:
     host: str
     port: int
     log_level: str
+    signing_key: str
+    clinic_name: str
+    audit_syslog: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property

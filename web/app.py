@@ -47,6 +47,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from db.checkpoints import anchor_engine, open_identity
 from db.code_index import CodeIndexer
 from db.migrate import open_database
 from evidence import Rules, load_rules
@@ -112,8 +113,10 @@ def create_app(
     """
     if config.version == "unknown":
         config = replace(config, version=_software_version())
+    identity = open_identity(config.anchor_config())
     own_engine = engine is None
     engine = engine or open_database(config.db_url)
+    anchor_engine(engine, config.anchor_config(), identity)
     rules = rules or load_rules()
     codec = SessionCodec(
         secret or load_secret(config.data_dir),
@@ -155,7 +158,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pumptrail = AppState(
-        config=config, engine=engine, rules=rules, codec=codec, templates=templates
+        config=config,
+        engine=engine,
+        rules=rules,
+        codec=codec,
+        templates=templates,
+        identity=identity,
     )
     app.state.code_indexer = indexer
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

@@ -24,7 +24,9 @@ from sqlalchemy import Engine
 from starlette.responses import Response
 
 from db import audit
+from db.checkpoints import AnchorConfig
 from db.engine import normalize_url, sqlite_path, write_transaction
+from db.signing import SigningIdentity
 from evidence import Rules
 from ingest.rawstore import AUTO, RawStorage, open_raw_store
 from parsers.errors import PumptrailError
@@ -64,6 +66,11 @@ class WebConfig:
     # Seconds between repairs of the per-profile code index (0: only at start).
     sync_codes_seconds: float | None = 60.0
     version: str = "unknown"
+    # The signing identity and audit checkpoints; None: the defaults under data_dir.
+    anchor: AnchorConfig | None = None
+
+    def anchor_config(self) -> AnchorConfig:
+        return self.anchor if self.anchor is not None else AnchorConfig(self.data_dir)
 
     @classmethod
     def for_database(
@@ -101,6 +108,8 @@ class AppState:
     rules: Rules
     codec: SessionCodec
     templates: Jinja2Templates
+    # Signs evidence packets (and, through the engine, audit checkpoints).
+    identity: SigningIdentity
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 

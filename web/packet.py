@@ -148,16 +148,21 @@ def render_pdf(
     *,
     generated_at: datetime,
     generated_by: str,
+    packet_id: str,
     fonts_dir: Path | None = DEJAVU_DIR,
     compress: bool = True,
 ) -> bytes:
-    """The packet of one session as PDF bytes.
+    """The packet of one session as PDF bytes; every page's footer names the packet,
+    the patient ID and the session, so a loose page can be matched to its packet.
 
     `fonts_dir=None` forces the core font; `compress=False` leaves the page streams
     readable (tests search them for the values).
     """
     record = view.record
-    pdf = PacketPDF(f"pumptrail evidence packet · session {record.session_id}", fonts_dir=fonts_dir)
+    pdf = PacketPDF(
+        f"packet {packet_id} · patient ID {view.patient_id} · session {record.session_id}",
+        fonts_dir=fonts_dir,
+    )
     pdf.compress = compress
     pdf.set_title(f"Evidence packet {record.session_id}")
     pdf.set_author("pumptrail")

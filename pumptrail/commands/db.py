@@ -1,4 +1,8 @@
-"""`pumptrail db upgrade|current|check`: the database's schema revision and health.
+"""`pumptrail db upgrade|current|check|grant`: schema revision, health, privileges.
+
+`db grant ROLE` (PostgreSQL) gives the runtime role DML on the data tables and only
+SELECT and INSERT on the audit log (`db.grants`); migrations keep running as the
+owner role (docs/operations.md, "PostgreSQL roles").
 
 A command that imports sets up an empty database by itself (`open_from_settings`);
 a database at an older revision is upgraded only by `pumptrail db upgrade` (after a
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
 
+    from db.checkpoints import AnchorConfig
     from evidence import Rules
 
 DB_SETTINGS = ("db", "data_dir")
@@ -159,15 +164,34 @@ def open_from_settings(resolved: settings.Settings) -> Engine:
     """The database named by the settings, at the newest revision (empty: set up now)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from db.checkpoints import anchor_engine
     from db.engine import DatabaseUrlError
     from db.migrate import SchemaError, open_database
 
     try:
-        return open_database(resolved.db)
+        engine = open_database(resolved.db)
     except (SchemaError, DatabaseUrlError) as exc:
         raise CommandError(str(exc)) from exc
     except SQLAlchemyError as exc:
         raise _db_error(resolved.db, exc) from exc
+    try:
+        anchor_engine(engine, anchor_config(resolved))
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def anchor_config(resolved: settings.Settings) -> AnchorConfig:
+    """Where this installation's signing identity and audit checkpoints live."""
+    from db.checkpoints import AnchorConfig
+
+    return AnchorConfig(
+        data_dir=resolved.data_dir,
+        signing_key=Path(resolved.signing_key).expanduser() if resolved.signing_key else None,
+        clinic_name=resolved.clinic_name,
+        syslog_address=resolved.audit_syslog,
+    )
 
 
 def load_clinic_rules(resolved: settings.Settings, folder: Path | None = None) -> Rules:
@@ -212,6 +236,14 @@ def register(subparsers: Any) -> None:
     )
     add_database_arguments(check, DB_SETTINGS)
     set_handler(check, run_check)
+    grant = actions.add_parser(
+        "grant",
+        help="PostgreSQL: give the runtime ROLE what the service needs (audit log: "
+        "SELECT and INSERT only); run as the owner role",
+    )
+    grant.add_argument("role", metavar="ROLE", help="the role the service and web view log in as")
+    add_database_arguments(grant, DB_SETTINGS)
+    set_handler(grant, run_grant)
 
 
 def _engine(resolved: settings.Settings) -> Engine:
@@ -301,3 +333,20 @@ def run_check(args: argparse.Namespace) -> int:
         return 0
     print("restore the database from a backup (docs/operations.md, Backups)")
     return EXIT_PROBLEM
+
+
+def run_grant(args: argparse.Namespace) -> int:
+    from db.grants import grant_runtime_role
+    from db.migrate import open_database
+
+    resolved = resolve(args)
+    engine = open_database(resolved.db)
+    try:
+        with engine.begin() as connection:
+            statements = grant_runtime_role(connection, args.role)
+    finally:
+        engine.dispose()
+    for statement in statements:
+        print(statement)
+    print(f"role {args.role}: runtime privileges granted ({len(statements)} statements)")
+    return 0

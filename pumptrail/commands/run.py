@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from pumptrail import settings
 from pumptrail.commands import set_handler
-from pumptrail.commands.db import add_database_arguments, load_clinic_rules, resolve
+from pumptrail.commands.db import (
+    add_database_arguments,
+    anchor_config,
+    load_clinic_rules,
+    resolve,
+)
 from pumptrail.errors import CommandError
 
 if TYPE_CHECKING:
@@ -75,6 +80,7 @@ def service_config(resolved: settings.Settings) -> ServiceConfig:
         due_within_days=resolved.due_within_days,
         serial_port=resolved.serial_port,
         serial_baud=resolved.serial_baud,
+        anchor=anchor_config(resolved),
     )
 
 

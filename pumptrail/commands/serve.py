@@ -25,6 +25,7 @@ from pumptrail import __version__, settings
 from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
     add_database_arguments,
+    anchor_config,
     load_clinic_rules,
     open_from_settings,
     resolve,
@@ -92,6 +93,7 @@ def web_config(resolved: settings.Settings, **fields: Any) -> WebConfig:
         quarantine=resolved.quarantine,
         due_within_days=resolved.due_within_days,
         version=__version__,
+        anchor=anchor_config(resolved),
         **fields,
     )
 

@@ -9,13 +9,16 @@ import pytest
 from sqlalchemy import text
 
 from db import audit
+from db.checkpoints import AnchorConfig, anchor_engine
 from db.engine import safe_url_text, write_transaction
 from db.migrate import open_database
 from pumptrail.cli import main
 
 
-def fill(db_url: str) -> list[audit.AuditEntry]:
+def fill(db_url: str, tmp_path: Path) -> list[audit.AuditEntry]:
+    """Three entries, committed through an engine anchored as the software's are."""
     engine = open_database(db_url)
+    anchor_engine(engine, AnchorConfig(tmp_path / "data", syslog_address=""))
     try:
         with write_transaction(engine) as connection:
             return [
@@ -45,13 +48,16 @@ def checked(db_url: str, tmp_path: Path) -> str:
 def test_verify_intact_prints_the_head(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    entries = fill(db_url)
+    entries = fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "verify")) == 0
     out = capsys.readouterr().out
-    assert out == (
-        f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash} "
-        f"{checked(db_url, tmp_path)}\n"
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"audit log intact: 3 entries; head 3:{entries[-1].entry_hash} {checked(db_url, tmp_path)}"
     )
+    assert lines[1].startswith("checkpoints: 1 signed checkpoints verified in ")
+    assert "the newest covers entry 3" in lines[1]
+    assert len(lines) == 2
     assert main(args(db_url, tmp_path, "verify", "--head", f"3:{entries[-1].entry_hash}")) == 0
 
 
@@ -66,7 +72,7 @@ def test_verify_empty_log(db_url: str, tmp_path: Path, capsys: pytest.CaptureFix
 def test_verify_names_the_first_broken_entry_and_exits_1(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fill(db_url)
+    fill(db_url, tmp_path)
     engine = open_database(db_url)
     try:
         with engine.begin() as connection:
@@ -87,7 +93,7 @@ def test_verify_names_the_first_broken_entry_and_exits_1(
 def test_verify_with_a_head_that_is_gone_exits_1(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fill(db_url)
+    fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "verify", "--head", "9:" + "a" * 64)) == 1
     assert "audit log broken at entry 9: head_missing" in capsys.readouterr().out
 
@@ -102,7 +108,7 @@ def test_verify_with_a_malformed_head_exits_2(
 def test_show_lists_filtered_entries(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    entries = fill(db_url)
+    entries = fill(db_url, tmp_path)
     assert main(args(db_url, tmp_path, "show", "--actor", "dr.lee")) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 import ingest.replay
 from db import audit
+from db.checkpoints import AnchorConfig, anchor_engine
 from db.codec import StoredDocumentError
 from db.engine import make_engine, safe_url_text, write_transaction
 from db.health import (
@@ -34,6 +35,8 @@ def filled(tmp_path: Path) -> tuple[str, Path]:
     path = tmp_path / "data" / "pumptrail.db"
     url = f"sqlite:///{path}"
     with importer(url, tmp_path / "data" / "raw") as imp:
+        # Anchored as every command's engine is: the audit entries get their checkpoints.
+        anchor_engine(imp.engine, AnchorConfig(tmp_path / "data", syslog_address=""))
         for index, scenario in enumerate(history(21, visits=3)):
             assert imp.import_bytes(binary(scenario), name=f"v{index}.psl").outcome == "imported"
     return url, path

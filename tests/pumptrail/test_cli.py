@@ -262,6 +262,9 @@ def _run_with_stderr_on_a_pty(argv: list[str], env: dict[str, str]) -> tuple[int
 
 def test_import_progress_on_a_terminal_only(tmp_path: Path) -> None:
     paths = write_binaries(tmp_path / "in", history(33, visits=4))
+    # The signing identity exists already: its creation is announced on stderr once.
+    for data_dir in ("a", "b", "c"):
+        assert cli.main(["keys", "init", "--data-dir", str(tmp_path / data_dir)]) == 0
     piped = subprocess.run(  # noqa: PLW1510 - the status is asserted
         pumptrail("import", str(tmp_path / "in"), "--data-dir", str(tmp_path / "a")),
         capture_output=True,

@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.web.support import PASSWORD, DemoData, LiveServer, chromium, chromium_missing
+from web.packet_signing import verify_packet
 
 pytestmark = pytest.mark.browser
 
@@ -140,13 +141,16 @@ def test_a_coder_works_through_a_session(
 
     # Download the packet.
     driver.find_element(By.ID, "pdf-link").click()
-    pdf = downloads / f"evidence-{target}.pdf"
     deadline = time.monotonic() + WAIT_S
-    while not (pdf.is_file() and pdf.stat().st_size > 0):
+    while not (found := sorted(downloads.glob(f"evidence-{target}-*.pdf"))) or (
+        found[0].stat().st_size == 0
+    ):
         assert time.monotonic() < deadline, f"no download in {sorted(downloads.iterdir())}"
         time.sleep(0.1)
     time.sleep(0.3)  # let Chromium finish renaming its temporary file
+    pdf = found[0]
     assert pdf.read_bytes().startswith(b"%PDF-")
+    assert verify_packet(pdf.read_bytes()).ok  # the browser received the signed packet
 
     # Log out: back at the login page, and the list needs a login again.
     driver.find_element(By.ID, "logout").click()

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 
@@ -18,6 +19,7 @@ from db.queries import evidence_document_text
 from db.users import users
 from ingest.rawstore import RawStore
 from tests.web.support import DemoData, csrf_of
+from web.packet_signing import verify_packet
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -304,22 +306,37 @@ def test_the_printable_packet_is_audited(coder: TestClient, data: DemoData, engi
     ]
 
 
-def test_the_pdf_packet_downloads(coder: TestClient, data: DemoData, engine: Engine) -> None:
+def test_the_pdf_packet_is_signed_carries_its_evidence_and_is_audited(
+    coder: TestClient, data: DemoData, engine: Engine, app: FastAPI
+) -> None:
     session_id = data.session_ids[-1]
     response = coder.get(f"/sessions/{session_id}/packet.pdf")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/pdf"
-    assert response.headers["content-disposition"] == (
-        f'attachment; filename="evidence-{session_id}.pdf"'
-    )
     assert response.content.startswith(b"%PDF-")
     assert response.content.rstrip().endswith(b"%%EOF")
-    assert audit_entries(engine, audit.EXPORT_PACKET)[-1].detail == {
+    entry = audit_entries(engine, audit.EXPORT_PACKET)[-1]
+    packet_id = entry.detail["packet_id"]
+    assert response.headers["content-disposition"] == (
+        f'attachment; filename="evidence-{session_id}-{packet_id}.pdf"'
+    )
+    assert entry.detail == {
         "format": "pdf",
         "route": "/sessions/{session_id}/packet.pdf",
         "client": "testclient",
         "session_ids": [session_id],
+        "packet_id": packet_id,
+        "sha256": hashlib.sha256(response.content).hexdigest(),
     }
+    check = verify_packet(response.content)
+    assert check.ok
+    assert check.signer_fingerprint == app.state.pumptrail.identity.fingerprint
+    evidence = json.loads(check.attachments["evidence.json"])
+    assert evidence == coder.get(f"/api/sessions/{session_id}").json()
+    assert json.loads(check.attachments["session.json"])["session_id"] == session_id
+    # A second export is a new packet with its own ID.
+    coder.get(f"/sessions/{session_id}/packet.pdf")
+    assert audit_entries(engine, audit.EXPORT_PACKET)[-1].detail["packet_id"] != packet_id
 
 
 def test_raw_files_download_byte_for_byte(

@@ -272,6 +272,7 @@ def test_the_pdf_carries_the_codes_hashes_and_versions(engine: Engine, data: Dem
         view,
         generated_at=datetime(2026, 1, 2, 3, 4, 5),
         generated_by="cora",
+        packet_id="PKT-TEST-1",
         fonts_dir=None,
         compress=False,
     )
@@ -284,11 +285,16 @@ def test_the_pdf_carries_the_codes_hashes_and_versions(engine: Engine, data: Dem
     assert b"9.9.9" in text and session_id.encode() in text
     assert b"Generated 2026-01-02 03:04:05 UTC by cora" in text
     assert b"Proven by the log" in text and b"The note must state" in text
+    # Every page names the packet and the patient (a loose page finds its packet).
+    pages = len(re.findall(rb"/Type /Page\b", pdf))
+    footer = f"packet PKT-TEST-1 - patient ID {view.patient_id}".encode()
+    assert pages >= 2 and text.count(footer) == pages
     # The same inputs give the same bytes.
     again = render_pdf(
         view,
         generated_at=datetime(2026, 1, 2, 3, 4, 5),
         generated_by="cora",
+        packet_id="PKT-TEST-1",
         fonts_dir=None,
         compress=False,
     )
@@ -300,7 +306,9 @@ def test_the_pdf_with_dejavu_compresses_and_embeds_the_font(engine: Engine, data
     with engine.connect() as connection:
         view = build_evidence_view(connection, session_id, load_rules(), software_version="1")
     assert view is not None
-    pdf = render_pdf(view, generated_at=datetime(2026, 1, 1), generated_by="cora")
+    pdf = render_pdf(
+        view, generated_at=datetime(2026, 1, 1), generated_by="cora", packet_id="PKT-2"
+    )
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
     if b"/FontFile2" in pdf:  # DejaVu found: embedded, text as glyph ids
         assert b"DejaVu" in pdf

@@ -19,7 +19,7 @@ from db import audit
 from db.models import utc_now
 from ingest.rawstore import RawStoreError
 from web.context import app_state, current_user, raw_store_of, record_view, render, require
-from web.packet import render_pdf
+from web.packet_signing import build_signed_packet
 from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import raw_file, raw_files_of, session_record
 from web.replay import replay_pump_of
@@ -98,14 +98,35 @@ def packet_page(
 def packet_pdf(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, "pdf")
-    if isinstance(view, Response):
-        return view
-    data = render_pdf(view, generated_at=utc_now(), generated_by=user.username)
+    """The signed PDF packet; its audit entry names the packet and the file's SHA-256,
+    so a copy that surfaces later can be traced to this export."""
+    view = _view(request, session_id)
+    if view is None:
+        return not_found(request, "No stored session has this ID.")
+    packet = build_signed_packet(
+        view,
+        app_state(request).identity,
+        generated_at=utc_now(),
+        generated_by=user.username,
+    )
+    record_view(
+        request,
+        user,
+        audit.EXPORT_PACKET,
+        target=session_id,
+        format="pdf",
+        session_ids=[session_id],
+        packet_id=packet.packet_id,
+        sha256=packet.sha256,
+    )
     return Response(
-        content=data,
+        content=packet.data,
         media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="evidence-{session_id}.pdf"'},
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="evidence-{session_id}-{packet.packet_id}.pdf"'
+            )
+        },
     )
 
 
