@@ -45,6 +45,7 @@ from pumptrail.commands.db import (
     checked,
     checking,
     open_existing,
+    record_cli_view,
     resolve,
 )
 from pumptrail.errors import CommandError
@@ -218,6 +219,23 @@ def run_show(args: argparse.Namespace) -> int:
     try:
         with checking(resolved), engine.connect() as connection:
             entries = audit.show(connection, filters)
+        if entries:
+            with checking(resolved):
+                record_cli_view(
+                    engine,
+                    resolved,
+                    audit.VIEW_AUDIT,
+                    command="pumptrail audit show",
+                    filters={
+                        "action": args.action,
+                        "actor": args.actor,
+                        "target": args.target,
+                        "since": None if args.since is None else args.since.isoformat(),
+                        "limit": args.limit,
+                    },
+                    ids_key="entry_ids",
+                    ids=[str(entry.id) for entry in entries],
+                )
     finally:
         engine.dispose()
     for entry in entries:

@@ -134,6 +134,48 @@ def open_existing(resolved: settings.Settings, *, check: bool = False) -> Engine
     return engine
 
 
+# Most IDs one CLI view entry lists; a larger answer records the first ones and the count.
+CLI_VIEW_ID_LIMIT = 1000
+
+
+def record_cli_view(
+    engine: Engine,
+    resolved: settings.Settings,
+    action: str,
+    *,
+    command: str,
+    filters: dict[str, object],
+    ids_key: str,
+    ids: list[str],
+) -> None:
+    """Append the audit entry of a command that prints patient data, before it prints.
+
+    Like a web view's entry (docs/web.md "What is recorded"): the actor `cli:<os
+    user>`, the command as route, its filters, and the session IDs or pump serials
+    it shows (the first CLI_VIEW_ID_LIMIT of them, and their count). The engine is
+    anchored first, so the entry is covered by a signed checkpoint.
+    """
+    import socket
+
+    from db import audit
+    from db.checkpoints import anchor_engine
+    from db.engine import write_transaction
+
+    anchor_engine(engine, anchor_config(resolved))
+    detail: dict[str, object] = {
+        "route": command,
+        "client": f"cli@{socket.gethostname()}",
+        "filters": {k: v for k, v in filters.items() if v not in (None, False)},
+        ids_key: ids[:CLI_VIEW_ID_LIMIT],
+        "shown": len(ids),
+    }
+    target = ids[0] if len(ids) == 1 else command.removeprefix("pumptrail ")
+    with write_transaction(engine) as connection:
+        audit.append(
+            connection, actor=audit.cli_actor(), action=action, target=target, detail=detail
+        )
+
+
 @contextmanager
 def checking(resolved: settings.Settings, *, what: str | None = None) -> Iterator[None]:
     """Turn a failure while reading the database into a one-line CommandError (exit 2).

@@ -28,6 +28,7 @@ from pumptrail.commands.db import (
     checking,
     load_clinic_rules,
     open_existing,
+    record_cli_view,
     resolve,
 )
 from pumptrail.commands.evidence import table
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from db import audit
     from db.due import due_report
 
     resolved = resolve(args)
@@ -65,6 +67,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         with checking(resolved):
             report = due_report(engine, today=today, within_days=within, rules=rules)
+            if report:
+                record_cli_view(
+                    engine,
+                    resolved,
+                    audit.VIEW_DUE,
+                    command="pumptrail due",
+                    filters={
+                        "today": today.isoformat(),
+                        "within_days": within,
+                        "show_patient": args.show_patient,
+                        "json": args.json,
+                    },
+                    ids_key="pump_serials",
+                    ids=[item.pump_serial for item in report],
+                )
     finally:
         engine.dispose()
     if args.json:

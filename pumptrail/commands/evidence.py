@@ -25,6 +25,7 @@ from pumptrail.commands.db import (
     checked,
     checking,
     open_existing,
+    record_cli_view,
     resolve,
 )
 from pumptrail.errors import EXIT_PROBLEM, CommandError
@@ -50,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from db import queries
+    from db import audit, queries
     from db.codec import loads
 
     resolved = resolve(args)
@@ -60,9 +61,20 @@ def run(args: argparse.Namespace) -> int:
             texts = queries.evidence_documents(
                 connection, session_id=args.session, pump_serial=args.pump
             )
+        documents = [loads(text) for text in texts]
+        if documents:
+            with checking(resolved):
+                record_cli_view(
+                    engine,
+                    resolved,
+                    audit.VIEW_SESSION if args.session else audit.VIEW_SESSIONS,
+                    command="pumptrail evidence",
+                    filters={"session": args.session, "pump": args.pump, "json": args.json},
+                    ids_key="session_ids",
+                    ids=[str(doc.get("session_id")) for doc in documents],
+                )
     finally:
         engine.dispose()
-    documents = [loads(text) for text in texts]
     where = checked(resolved)
     if args.json:
         json.dump(documents, sys.stdout, indent=2, ensure_ascii=False)

@@ -125,7 +125,11 @@ def test_show_lists_filtered_entries(
     assert main(args(db_url, tmp_path, "show", "--target", "s-1", "--action", "import")) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["1"]
 
-    assert main(args(db_url, tmp_path, "show", "--limit", "1", "--json")) == 0
+    # Each listing is itself recorded (view_audit): ask for the newest view_session.
+    assert (
+        main(args(db_url, tmp_path, "show", "--action", "view_session", "--limit", "1", "--json"))
+        == 0
+    )
     (line,) = capsys.readouterr().out.splitlines()
     shown = json.loads(line)
     assert shown["id"] == 3
@@ -142,3 +146,30 @@ def test_show_refuses_a_negative_limit(
 ) -> None:
     assert main(args(db_url, tmp_path, "show", "--limit", "-1")) == 2
     assert "--limit must not be negative" in capsys.readouterr().err
+
+
+def test_each_listing_is_recorded_with_the_entries_it_showed(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(db_url, tmp_path)
+    assert main(args(db_url, tmp_path, "show", "--actor", "dr.lee")) == 0
+    capsys.readouterr()
+    engine = open_database(db_url)
+    try:
+        with engine.connect() as connection:
+            (entry,) = audit.show(connection, audit.AuditFilter(action=audit.VIEW_AUDIT))
+    finally:
+        engine.dispose()
+    assert entry.actor.startswith("cli:")
+    assert entry.detail["route"] == "pumptrail audit show"
+    assert entry.detail["filters"] == {"actor": "dr.lee", "limit": 100}
+    assert entry.detail["entry_ids"] == ["2", "3"] and entry.detail["shown"] == 2
+    assert entry.detail["client"].startswith("cli@")
+    # An empty answer shows nothing and records nothing.
+    assert main(args(db_url, tmp_path, "show", "--since", "2999-01-01")) == 0
+    engine = open_database(db_url)
+    try:
+        with engine.connect() as connection:
+            assert len(audit.show(connection, audit.AuditFilter(action=audit.VIEW_AUDIT))) == 1
+    finally:
+        engine.dispose()

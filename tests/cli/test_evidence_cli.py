@@ -179,3 +179,30 @@ def test_a_clinic_rules_dir_adds_its_payer_profile_to_every_import(
         main(["import", str(tmp_path / "in"), "--db", db_url, "--rules-dir", str(rules_dir)]) == 2
     )
     assert "profiles.toml" in capsys.readouterr().err
+
+
+def test_every_answer_with_sessions_is_audited(
+    db_url: str,
+    two_pumps: dict[str, list[Scenario]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from db import audit
+
+    documents = evidence_json(db_url, capsys, "--pump", "ITP40-AAAAAA")
+    one = documents[0]["session_id"]
+    assert main(["evidence", "--db", db_url, "--session", one]) == 0
+    capsys.readouterr()
+    engine = open_database(db_url)
+    try:
+        with engine.connect() as connection:
+            listed = audit.show(connection, audit.AuditFilter(action=audit.VIEW_SESSIONS))
+            single = audit.show(connection, audit.AuditFilter(action=audit.VIEW_SESSION))
+    finally:
+        engine.dispose()
+    (entry,) = listed
+    assert entry.actor.startswith("cli:")
+    assert entry.detail["route"] == "pumptrail evidence"
+    assert entry.detail["filters"] == {"pump": "ITP40-AAAAAA", "json": True}
+    assert entry.detail["session_ids"] == [d["session_id"] for d in documents]
+    (entry,) = single
+    assert entry.target == one and entry.detail["session_ids"] == [one]

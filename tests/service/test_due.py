@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from db import audit
 from db.due import LatestSession, due_report, latest_sessions
 from db.engine import safe_url_text
+from db.migrate import open_database
 from evidence.due import is_withdrawal_risk, refills_due
 from fixtures.binary_writer import encode_binary
 from fixtures.scenario import Scenario
@@ -252,6 +254,20 @@ def test_pumptrail_due_prints_a_table_and_json(
     status, out, _ = run_cli(capsys, "due", "--today", "2020-01-01", "--due-within-days", "3")
     assert status == 0
     assert out.strip() == f"no pump due for a refill within 3 days of 2020-01-01 {checked}"
+
+    # Each answer that listed pumps is in the audit log: who, the command, its
+    # filters, the pumps shown; the empty answer added nothing.
+    engine = open_database(f"sqlite:///{tmp_path / 'pumptrail.db'}")
+    try:
+        with engine.connect() as connection:
+            views = audit.show(connection, audit.AuditFilter(action=audit.VIEW_DUE))
+    finally:
+        engine.dispose()
+    assert len(views) == 2
+    assert all(v.actor.startswith("cli:") for v in views)
+    assert views[0].detail["route"] == "pumptrail due"
+    assert views[0].detail["pump_serials"] == [s for s, _ in expected]
+    assert views[1].detail["filters"]["show_patient"] is True
 
 
 def test_the_daily_job_logs_overdue_pumps_without_patient_data(
