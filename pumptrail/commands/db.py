@@ -323,19 +323,25 @@ def run_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_current(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from db.engine import safe_url_text
+def _existing_engine(resolved: settings.Settings) -> Engine:
+    """An engine on the settings' database, refusing (exit 2) one that does not exist."""
     from db.health import DatabaseMissing, require_existing
-    from db.migrate import current_revision, head_revision
 
-    resolved = resolve(args)
     try:
         require_existing(resolved.db)
     except DatabaseMissing as exc:
         raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
-    engine = _engine(resolved)
+    return _engine(resolved)
+
+
+def run_current(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import safe_url_text
+    from db.migrate import current_revision, head_revision
+
+    resolved = resolve(args)
+    engine = _existing_engine(resolved)
     try:
         current = current_revision(engine)
     except SQLAlchemyError as exc:
@@ -351,14 +357,10 @@ def run_current(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from db.health import DatabaseMissing, check_database, require_existing, require_tables
+    from db.health import DatabaseMissing, check_database, require_tables
 
     resolved = resolve(args)
-    try:
-        require_existing(resolved.db)
-    except DatabaseMissing as exc:
-        raise CommandError(f"{exc} (data folder {resolved.data_dir})") from exc
-    engine = _engine(resolved)
+    engine = _existing_engine(resolved)
     try:
         require_tables(engine)
         report = check_database(engine, full=not args.quick)
