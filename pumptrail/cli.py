@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "replay",
     "raw",
     "audit",
+    "decisions",
     "keys",
     "packet",
     "settings",

@@ -111,3 +111,29 @@ def test_lists_by_status_and_the_same_day_decisions_of_a_patient(
     assert sorted(r.session_id for r in unsigned) == sorted([ids[0], ids[2]])
     assert [d.session_id for d in same_day] == [ids[1]]
     assert excluded == [] and later == []
+
+
+def test_decisions_list_command(
+    stored: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from db.migrate import open_database
+    from pumptrail.cli import main
+
+    url, ids = stored
+    engine = open_database(url)
+    try:
+        with write_transaction(engine) as connection:
+            sign_off(connection, ids[2], {"procedure": "62370"}, author="cora")
+    finally:
+        engine.dispose()
+    assert main(["decisions", "list", "--db", url, "--status", "signed", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["session_id"], r["version"], r["procedure"], r["signed_by"]) for r in rows] == [
+        (ids[2], 1, "62370", "cora")
+    ]
+    assert main(["decisions", "list", "--db", url, "--status", "unsigned"]) == 0
+    out = capsys.readouterr().out
+    assert ids[0] in out and ids[1] in out and ids[2] not in out
+    assert "2 session(s) (database" in out
