@@ -74,8 +74,7 @@ def test_demo_year_shows_every_flag_and_names_its_data_dir(tmp_path: Path) -> No
         flags_by_pump = {
             (serial, flags)
             for serial, flags in connection.execute(
-                select(pumps.c.serial, evidence.c.flags)
-                .select_from(
+                select(pumps.c.serial, evidence.c.flags).select_from(
                     sessions.join(pumps, pumps.c.id == sessions.c.pump_id).join(
                         evidence, evidence.c.session_pk == sessions.c.id
                     )
