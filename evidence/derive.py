@@ -1,10 +1,10 @@
 """The evidence of one session: a pure function of the pump's chain of sessions.
 
 `derive_evidence(session, history, rules)` puts the rooms of this package
-together (docs/coding-rules.md §3-§7): the two diffs, the code under every profile,
+together (docs/coding-rules.md §3-§8): the two diffs, the code under every profile,
 the refill arithmetic, the drug supply lines, the alarms, the documentation
-checklist and the session flags. `evidence_document` gives the JSON object of
-docs/session-json.md "Evidence" (plus `counterfactual` per code, `alarms` and
+checklist and the session flags, the safety flags of §8 among them.
+`evidence_document` gives the JSON object of docs/session-json.md "Evidence" (plus `counterfactual` per code, `alarms` and
 `rules_version`).
 
 `history` is the earlier sessions of the same pump in chain order (§7.5: session
@@ -32,17 +32,20 @@ from evidence.diff import (
 from evidence.flags import SESSION_FLAGS
 from evidence.refill import RefillSummary, refill_summary
 from evidence.rules import Rules
+from evidence.safety import is_refill_overdue, is_reservoir_depleted
 from evidence.supplies import SupplyLine, supply_lines
 from parsers.model import Session
 from parsers.session_json import utc_text, value_json
 
 CRITICAL_ALARM: Final = "critical_alarm"
 BATTERY_ERI: Final = "battery_eri"
+RESERVOIR_DEPLETED: Final = "reservoir_depleted"
+REFILL_OVERDUE: Final = "refill_overdue"
 DISCREPANCY_OVER_THRESHOLD: Final = "discrepancy_over_threshold"
 NO_PRIOR_SESSION: Final = "no_prior_session"
 CHAIN_GAP: Final = "chain_gap"
 CONFLICTING_EXPORTS: Final = "conflicting_exports"
-# Session flags in document order (§7.14): the one enumeration of `evidence.flags`.
+# Session flags in document order (§7.14, §8.3): the one enumeration of `evidence.flags`.
 SESSION_FLAG_ORDER: Final = SESSION_FLAGS
 # Categories whose change outside sessions breaks the chain (§7.6).
 CHAIN_GAP_CATEGORIES: Final = frozenset({"prescription", "ptm"})
@@ -115,6 +118,10 @@ def derive_evidence(
         raised.add(CRITICAL_ALARM)
     if has_battery_eri(session):
         raised.add(BATTERY_ERI)
+    if is_reservoir_depleted(session):
+        raised.add(RESERVOIR_DEPLETED)
+    if is_refill_overdue(session, prior):
+        raised.add(REFILL_OVERDUE)
     if any(CHANGED_OUTSIDE_SESSIONS in c.flags for c in changes):
         raised.add(CHANGED_OUTSIDE_SESSIONS)
     if refill is not None and refill.over_threshold:

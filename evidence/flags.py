@@ -1,8 +1,9 @@
 """The session flags an evidence document may carry, enumerated once.
 
-docs/session-json.md "Evidence" (`flags`) and docs/coding-rules.md §7.14: the
-order here is the order in which a document lists them (critical_alarm and
-battery_eri first, then the session-json order). `evidence.derive` raises them;
+docs/session-json.md "Evidence" (`flags`), docs/coding-rules.md §7.14 and §8: the
+order here is the order in which a document lists them (critical_alarm,
+battery_eri and the safety flags reservoir_depleted and refill_overdue first,
+§8.3; then the session-json order). `evidence.derive` raises them;
 the web list's filter and the JSON API's `flag` parameter offer exactly these.
 """
 
@@ -13,6 +14,8 @@ from typing import Final, Literal, get_args
 SessionFlag = Literal[
     "critical_alarm",
     "battery_eri",
+    "reservoir_depleted",
+    "refill_overdue",
     "changed_outside_sessions",
     "discrepancy_over_threshold",
     "no_prior_session",

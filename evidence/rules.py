@@ -28,8 +28,10 @@ from typing import Any, Final
 from parsers.errors import PumptrailError
 from parsers.params import CATEGORIES, OPERATOR_ROLES
 
-# Bumped when the shape of the tables (not their content) changes.
-RULES_SCHEMA: Final = 1
+# Bumped when the shape of the tables (not their content) changes, or the rules that
+# read them do (docs/coding-rules.md §8 safety flags: schema 2), so that stored
+# evidence of earlier rules is told apart and re-derived by `pumptrail replay --apply`.
+RULES_SCHEMA: Final = 2
 
 PROFILES_FILE: Final = "profiles.toml"
 ROLES_FILE: Final = "roles.toml"

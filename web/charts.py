@@ -10,6 +10,9 @@ the markup is escaped here, and the result is handed to Jinja2 as `Markup`.
   the session left (after a refill, the new volume), joined by straight lines
   between sessions (the pump drains at the programmed rate in between). The
   low-reservoir alarm volume is the dashed step line.
+- A session flagged `reservoir_depleted` or `refill_overdue` (docs/coding-rules.md
+  §8.3) is marked on both charts by a solid red line with a triangle on top,
+  linked to its evidence and titled with the flags (`SAFETY_FLAGS`).
 
 Times on the axis are the programmer's local times of each session.
 """
@@ -34,6 +37,8 @@ RIGHT: Final = 20
 TOP: Final = 40
 BOTTOM: Final = 34
 SERIES_CLASSES: Final = ("s1", "s2", "s3")
+# The safety flags that mark a pump's timeline (docs/coding-rules.md §8.3).
+SAFETY_FLAGS: Final = ("reservoir_depleted", "refill_overdue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,25 @@ class Point:
     value: int
     session_id: str
     label: str
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyMark:
+    """A session carrying a safety flag: where it sits on the time axis, and its flags."""
+
+    at: datetime
+    session_id: str
+    flags: tuple[str, ...]
+
+
+def safety_marks(entries: Sequence[Any]) -> list[SafetyMark]:
+    """The sessions flagged `reservoir_depleted` or `refill_overdue`, in entry order."""
+    marks = []
+    for entry in entries:
+        flags = tuple(f for f in SAFETY_FLAGS if f in entry.flags)
+        if flags:
+            marks.append(SafetyMark(entry.start_local, entry.session_id, flags))
+    return marks
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +224,7 @@ def render_chart(
     value_text: Any = None,
     session_href: str = "/sessions/{}",
     refills: Sequence[datetime] = (),
+    marks: Sequence[SafetyMark] = (),
 ) -> Markup:
     """One line chart as inline SVG; `value_text(v)` labels the y ticks."""
     values = [p.value for s in series for p in s.points]
@@ -250,6 +275,17 @@ def render_chart(
             f'<line class="refill" x1="{_fmt(x)}" x2="{_fmt(x)}" y1="{TOP}" y2="{_fmt(base_y)}">'
             f"<title>refill {escape(at.strftime('%Y-%m-%d'))}</title></line>"
         )
+    for mark in marks:
+        x = frame.x(mark.at)
+        words = ", ".join(f.replace("_", " ") for f in mark.flags)
+        tip = f"{mark.at:%Y-%m-%d} {words}"
+        parts.append(
+            f'<a class="safety-link" href="{escape(session_href.format(mark.session_id))}" '
+            f'data-flags="{escape(" ".join(mark.flags))}">'
+            f'<line class="safety" x1="{_fmt(x)}" x2="{_fmt(x)}" y1="{TOP}" y2="{_fmt(base_y)}"/>'
+            f'<path class="safety-mark" d="M{_fmt(x - 6)},{TOP - 2} L{_fmt(x + 6)},{TOP - 2} '
+            f'L{_fmt(x)},{TOP + 8} Z"><title>{escape(tip)}</title></path></a>'
+        )
     # Series.
     for s in series:
         coords: list[tuple[float, float]] = []
@@ -295,6 +331,7 @@ def timeline_charts(entries: Sequence[Any], *, session_href: str = "/sessions/{}
     start = first - span * 0.04
     end = last + span * 0.06
     refills = [e.start_local for e in entries if e.has_refill]
+    marks = safety_marks(entries)
     charts = []
     doses = dose_series(entries)
     if doses:
@@ -307,6 +344,7 @@ def timeline_charts(entries: Sequence[Any], *, session_href: str = "/sessions/{}
                 end=end,
                 session_href=session_href,
                 refills=refills,
+                marks=marks,
             )
         )
     reservoir = reservoir_series(entries)
@@ -321,6 +359,7 @@ def timeline_charts(entries: Sequence[Any], *, session_href: str = "/sessions/{}
                 value_text=lambda v: format((Decimal(round(v)) / Decimal(1000)).normalize(), "f"),
                 session_href=session_href,
                 refills=refills,
+                marks=marks,
             )
         )
     return charts

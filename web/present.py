@@ -56,6 +56,15 @@ ROLE_LABELS: Final = {
 FLAG_LABELS: Final[Mapping[str, tuple[str, str]]] = {
     "critical_alarm": ("Critical alarm or battery at end of service", "danger"),
     "battery_eri": ("Battery at elective replacement (ERI/EOS)", "danger"),
+    "reservoir_depleted": (
+        "Reservoir empty or nearly empty at the interrogation: the patient may have gone "
+        "without drug (baclofen withdrawal is an emergency)",
+        "danger",
+    ),
+    "refill_overdue": (
+        "Refill overdue: the visit came after the refill date the last session set",
+        "danger",
+    ),
     "changed_outside_sessions": ("Settings changed outside recorded sessions", "warn"),
     "discrepancy_over_threshold": ("Refill discrepancy over threshold", "warn"),
     "no_prior_session": ("No prior session on record", "info"),

@@ -4,12 +4,18 @@ In a demo data folder (`./demo-data` unless `--data-dir` says otherwise) it:
 
 1. opens the SQLite database there (created on first run);
 2. creates three demo accounts, one per role, and prints their passwords;
-3. drops a year of synthetic programmer exports for three pumps into the demo
+3. drops a year of synthetic programmer exports for four pumps into the demo
    inbox: binary and CSV exports (three locales), one visit exported twice, a
-   broken export and a file that is not an export at all;
+   broken export and a file that is not an export at all; the fourth pump's year
+   shows what can go wrong, one visit at least per session flag
+   (`DEMO_FLAGS`, `fixtures.scenarios.troubled_pump`): a critical alarm, a refill
+   discrepancy over threshold, settings changed outside recorded sessions, a gap
+   in the chain, a reservoir run dry, a refill overdue, conflicting exports;
 4. runs the service (`pumptrail run`: inbox watcher, archive, quarantine, refills
    due) and the web view (`pumptrail serve`) in one process until Ctrl-C.
 
+The banner names the data folder and the `--data-dir` argument that points every
+other command (`pumptrail evidence`, `due`, `audit verify`, ...) at it.
 `--once` imports what is in the inbox, prints the result and exits without the
 web view (what the tests run), status 0, or 1 when the inbox did not empty in
 time. Everything is synthetic: no real patient.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import sys
 import threading
 import time
@@ -41,6 +48,18 @@ DEMO_ACCOUNTS = (
 )
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - synthetic demo data, printed on purpose
 DEMO_SEED = 20261127
+# The session flags the demo's year shows at least once each (docs/session-json.md
+# "Evidence"; docs/coding-rules.md §7.14, §8).
+DEMO_FLAGS = (
+    "critical_alarm",
+    "discrepancy_over_threshold",
+    "changed_outside_sessions",
+    "chain_gap",
+    "reservoir_depleted",
+    "refill_overdue",
+    "conflicting_exports",
+)
+TROUBLED_SERIAL = "ITP20-604112"
 
 
 def register(subparsers: Any) -> None:
@@ -67,12 +86,14 @@ def demo_exports(rng: random.Random) -> dict[str, bytes]:
     """A year of visits of three pumps, as a clinic's inbox would receive them."""
     from fixtures.binary_writer import Breakage, encode_binary
     from fixtures.csv_writer import encode_csv
-    from fixtures.scenarios import pump_history
+    from fixtures.scenarios import pump_history, troubled_pump
 
     files: dict[str, bytes] = {}
     locales: tuple[Locale, ...] = ("ISO", "en-US", "de-DE")
     for pump_no in range(3):
-        visits = list(pump_history(rng, visits=7, start=datetime(2025, 11, 3 + pump_no * 2, 9, 30)))
+        # Three well-kept pumps: what goes wrong shows on the fourth.
+        start = datetime(2025, 11, 3 + pump_no * 2, 9, 30)
+        visits = list(pump_history(rng, visits=7, start=start, on_time=True))
         for n, scenario in enumerate(visits):
             stem = f"{scenario.header.pump_serial}_{scenario.header.session_start_local:%Y%m%d}"
             if n % 3 == 1:
@@ -91,6 +112,13 @@ def demo_exports(rng: random.Random) -> dict[str, bytes]:
             files["transfer-interrupted.psl"] = encode_binary(
                 broken, breakage=Breakage(record_crc={3: 0xBEEF})
             )
+    for export in troubled_pump(rng, start=datetime(2025, 11, 12, 10, 15), serial=TROUBLED_SERIAL):
+        scenario = export.scenario
+        stem = f"{scenario.header.pump_serial}_{scenario.header.session_start_local:%Y%m%d}"
+        if export.fmt == "psl-csv":
+            files[f"{stem}.csv"] = encode_csv(scenario)
+        else:
+            files[f"{stem}.psl"] = encode_binary(scenario)
     files["README-from-the-programmer-vendor.txt"] = b"Not an export: quarantined.\n"
     return files
 
@@ -154,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
         target=service.run, kwargs={"install_signals": False}, name="pumptrail-service"
     )
     print(f"pumptrail {__version__} demo in {data_dir}")
+    print(f"  data folder: {data_dir}")
+    print(f"  other commands: add --data-dir {shlex.quote(str(data_dir))}")
+    print(f"    e.g. pumptrail evidence --data-dir {shlex.quote(str(data_dir))}")
     if dropped:
         print(f"  {dropped} synthetic exports dropped into {resolved.inbox}")
     service_thread.start()

@@ -11,6 +11,8 @@ def test_every_flag_the_derivation_raises_is_enumerated() -> None:
     raised = {
         derive.CRITICAL_ALARM,
         derive.BATTERY_ERI,
+        derive.RESERVOIR_DEPLETED,
+        derive.REFILL_OVERDUE,
         diff.CHANGED_OUTSIDE_SESSIONS,
         derive.DISCREPANCY_OVER_THRESHOLD,
         derive.NO_PRIOR_SESSION,
@@ -20,6 +22,20 @@ def test_every_flag_the_derivation_raises_is_enumerated() -> None:
     assert raised == set(SESSION_FLAGS)
     assert derive.SESSION_FLAG_ORDER == SESSION_FLAGS
     assert SESSION_FLAGS[:2] == ("critical_alarm", "battery_eri")
+    # The safety flags of docs/coding-rules.md §8.3 come right after them.
+    assert SESSION_FLAGS[:4] == (
+        "critical_alarm",
+        "battery_eri",
+        "reservoir_depleted",
+        "refill_overdue",
+    )
+    assert SESSION_FLAGS[4:] == (
+        "changed_outside_sessions",
+        "discrepancy_over_threshold",
+        "no_prior_session",
+        "chain_gap",
+        "conflicting_exports",
+    )
 
 
 def test_the_decision_table_gives_every_code_and_no_other() -> None:

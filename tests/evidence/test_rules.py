@@ -45,7 +45,7 @@ def test_builtin_tables() -> None:
 
 def test_version_names_the_tables() -> None:
     rules = load_rules()
-    assert re.fullmatch(r"evidence-rules/1\+[0-9a-f]{12}", rules.version)
+    assert re.fullmatch(r"evidence-rules/2\+[0-9a-f]{12}", rules.version)
     assert load_rules().version == rules.version
     assert default_rules().version == rules.version
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from db.models import sessions
+from db.models import evidence, evidence_flags, pumps, sessions
 from db.users import users
-from pumptrail.commands.demo import DEMO_ACCOUNTS
+from pumptrail.commands.demo import DEMO_ACCOUNTS, DEMO_FLAGS, TROUBLED_SERIAL
 
 
 def run_demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -34,13 +34,15 @@ def test_demo_imports_its_inbox_and_sets_up_accounts(tmp_path: Path) -> None:
         "transfer-interrupted.psl.error.json",
     ]
     archived = [p for p in (data_dir / "archive").rglob("*") if p.is_file()]
-    assert len(archived) == 22
+    # 21 exports of three pumps and a second export of one visit; the fourth pump's
+    # five visits, one of them exported twice (conflicting).
+    assert len(archived) == 28
     assert not [p for p in (data_dir / "inbox").rglob("*") if p.is_file()]
     engine = create_engine(f"sqlite:///{data_dir}/pumptrail.db")
     with engine.connect() as connection:
         # 3 pumps x 7 visits: the twice-exported visit is one session, and the interrupted
-        # transfer's visit arrived whole as well.
-        assert connection.execute(select(func.count()).select_from(sessions)).scalar_one() == 21
+        # transfer's visit arrived whole as well; 5 recorded visits of the fourth pump.
+        assert connection.execute(select(func.count()).select_from(sessions)).scalar_one() == 26
         names = set(connection.execute(select(users.c.username)).scalars())
     engine.dispose()
     assert names == {name for name, _role in DEMO_ACCOUNTS}
@@ -48,3 +50,53 @@ def test_demo_imports_its_inbox_and_sets_up_accounts(tmp_path: Path) -> None:
     again = run_demo(data_dir)
     assert again.returncode == 0, again.stderr
     assert "synthetic exports dropped" not in again.stdout
+
+
+def test_demo_year_shows_every_flag_and_names_its_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo data"
+    result = run_demo(data_dir)
+    assert result.returncode == 0, result.stderr
+    resolved = data_dir.resolve()
+    assert f"  data folder: {resolved}\n" in result.stdout
+    assert f"--data-dir '{resolved}'" in result.stdout  # quoted: the path has a space
+    assert set(DEMO_FLAGS) == {
+        "critical_alarm",
+        "discrepancy_over_threshold",
+        "changed_outside_sessions",
+        "chain_gap",
+        "reservoir_depleted",
+        "refill_overdue",
+        "conflicting_exports",
+    }
+    engine = create_engine(f"sqlite:///{data_dir}/pumptrail.db")
+    with engine.connect() as connection:
+        stored = set(connection.execute(select(evidence_flags.c.flag)).scalars())
+        flags_by_pump = {
+            (serial, flags)
+            for serial, flags in connection.execute(
+                select(pumps.c.serial, evidence.c.flags).select_from(
+                    sessions.join(pumps, pumps.c.id == sessions.c.pump_id).join(
+                        evidence, evidence.c.session_pk == sessions.c.id
+                    )
+                )
+            )
+        }
+    engine.dispose()
+    assert set(DEMO_FLAGS) <= stored
+    # The other three pumps are well kept: only their first sessions carry a flag.
+    others = [flags.split() for serial, flags in flags_by_pump if serial != TROUBLED_SERIAL]
+    assert [f for f in others if f] == [["no_prior_session"]] * 3
+    ran_dry = {flags for serial, flags in flags_by_pump if "reservoir_depleted" in flags.split()}
+    assert ran_dry == {" critical_alarm reservoir_depleted refill_overdue "}
+
+    # The printed argument points another command at the same folder.
+    listed = subprocess.run(
+        [sys.executable, "-m", "pumptrail.cli", "evidence", "--json", "--data-dir", str(resolved)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert TROUBLED_SERIAL in listed.stdout
+    assert '"reservoir_depleted"' in listed.stdout
