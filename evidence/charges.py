@@ -85,7 +85,9 @@ def charge_lines(decision: Decision) -> tuple[ChargeLine, ...]:
         )
 
     for procedure in decision.procedures:
-        add(procedure.code, procedure.units, procedure.modifiers, procedure.diagnosis_pointers, None)
+        add(
+            procedure.code, procedure.units, procedure.modifiers, procedure.diagnosis_pointers, None
+        )
     for drug in decision.drugs:
         add(drug.hcpcs, drug.units, drug.modifiers, drug.diagnosis_pointers, drug.ndc)
         if drug.waste_units > 0:

@@ -145,7 +145,9 @@ def ndc11(ndc: str) -> str | None:
     for pattern, widths in _NDC_FORMS:
         match = pattern.fullmatch(text)
         if match is not None:
-            return "".join(part.zfill(width) for part, width in zip(match.groups(), widths, strict=True))
+            return "".join(
+                part.zfill(width) for part, width in zip(match.groups(), widths, strict=True)
+            )
     return None
 
 
@@ -186,9 +188,7 @@ def validate_decision(decision: Decision, *, applicable: str | None = None) -> l
             seen_codes[line.code] = i
         errors.extend(_modifier_errors(where, line.modifiers))
         if any(m in WASTE_MODIFIERS for m in line.modifiers):
-            errors.append(
-                FieldError(f"{where}.modifiers", "JW and JZ belong to drug lines (§9.5)")
-            )
+            errors.append(FieldError(f"{where}.modifiers", "JW and JZ belong to drug lines (§9.5)"))
         errors.extend(_units_errors(f"{where}.units", line.units, minimum=1))
         errors.extend(_pointer_errors(where, line.diagnosis_pointers, n_diagnoses))
 
@@ -266,8 +266,7 @@ def validate_decision(decision: Decision, *, applicable: str | None = None) -> l
         errors.append(
             FieldError(
                 "drugs",
-                "a drug a specialty pharmacy supplied is billed by the pharmacy: no drug "
-                "line (§6)",
+                "a drug a specialty pharmacy supplied is billed by the pharmacy: no drug line (§6)",
             )
         )
 

@@ -183,9 +183,7 @@ def _units_per_day(
     results: list[EditResult] = []
     for code in dict.fromkeys(c for c in decision.codes if c in edit.codes):
         units = sum(p.units for p in decision.procedures if p.code == code)
-        elsewhere = [
-            d.session_id for d in others if any(p.code == code for p in d.procedures)
-        ]
+        elsewhere = [d.session_id for d in others if any(p.code == code for p in d.procedures)]
         units += sum(p.units for d in others for p in d.procedures if p.code == code)
         if units > limit:
             where = f" (also on {', '.join(elsewhere)})" if elsewhere else ""
@@ -398,7 +396,9 @@ def _edit(file: str, where: str, entry: Mapping[str, Any]) -> Edit:
         modifier = _text(file, f"{where}.modifier", _required(file, where, entry, "modifier"))
         if MODIFIER_PATTERN.fullmatch(modifier) is None:
             raise RulesError(
-                file, f"{where}.modifier", f"{modifier!r} is not a modifier (two capitals or digits)"
+                file,
+                f"{where}.modifier",
+                f"{modifier!r} is not a modifier (two capitals or digits)",
             )
     if kind == "units_per_day":
         value = _required(file, where, entry, "max_units")
