@@ -3,9 +3,10 @@
 Four TOML files ship in `evidence/data/` (docs/coding-rules.md §3 profiles, §2/§7.8 QHP
 roles, §4/§7.12 discrepancy thresholds, §6/§7.13 HCPCS drug codes). A clinic puts
 files of the same names in its own rules folder: `profiles.toml` and `drugs.toml`
-there ADD profiles, drugs and aliases; `roles.toml` and `thresholds.toml` there
-OVERRIDE what they name. Every file is validated; a problem raises `RulesError`
-naming the file and the key.
+there ADD profiles, drugs and aliases (and may set a known drug's container type,
+§9.5); `roles.toml` and `thresholds.toml` there OVERRIDE what they name. Every file is
+validated; a problem raises `RulesError` naming the file and the key. The billing
+edits (§9.4) are a fifth table, loaded beside these by `evidence.edits.load_edits`.
 
 `Rules.version` is `evidence-rules/<N>+<sha256 prefix>`: N is the table schema
 version and the hash covers the canonical content of every table in force, so a
@@ -97,6 +98,9 @@ class DrugCode:
     unit_dose_ug: int
     description: str
     aliases: tuple[str, ...]
+    # Container type for the drug-waste modifiers (docs/coding-rules.md §9.5):
+    # single-dose containers take JZ or a JW line, multi-dose ones neither.
+    single_dose: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,11 @@ class Rules:
     def drug_for(self, name: str) -> DrugCode | None:
         """The code of a programmed drug name, by name or alias (§7.13); None when unmatched."""
         return self._drug_index.get(match_key(name))
+
+    def drug_by_hcpcs(self, hcpcs: str) -> DrugCode | None:
+        """The first drug of the table billed with an HCPCS code; None when no drug is."""
+        wanted = hcpcs.strip().upper()
+        return next((d for d in self.drugs if d.hcpcs.upper() == wanted), None)
 
 
 # ---------------------------------------------------------------------------
@@ -219,6 +228,10 @@ def rules_version(
                 "unit_dose_ug": d.unit_dose_ug,
                 "description": d.description,
                 "aliases": list(d.aliases),
+                # The default (single-dose) is left out of the canonical form, so a
+                # table that does not state the key names the same version as one
+                # stating the default.
+                **({} if d.single_dose else {"single_dose": False}),
             }
             for d in drugs
         ],
@@ -264,6 +277,12 @@ def _positive_int(file: str, key: str, value: Any) -> int:
         raise RulesError(file, key, f"expected an integer, found {_kind(value)}")
     if value <= 0:
         raise RulesError(file, key, f"expected an integer greater than 0, found {value}")
+    return value
+
+
+def _boolean(file: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RulesError(file, key, f"expected true or false, found {_kind(value)}")
     return value
 
 
@@ -402,7 +421,9 @@ def _thresholds(file: str, text: str, *, base: Thresholds | None) -> Thresholds:
 
 
 def _drugs(file: str, text: str, *, base: Sequence[DrugCode]) -> tuple[DrugCode, ...]:
-    """drugs.toml: `[[drug]]` entries; an entry naming a known drug adds aliases."""
+    """drugs.toml: `[[drug]]` entries; an entry naming a known drug adds aliases and may
+    set `single_dose` (the container a clinic's supplier ships, docs/coding-rules.md §9.5).
+    """
     data = _parse(file, text)
     _only_keys(file, "", data, ("drug",))
     drugs: list[DrugCode] = list(base)
@@ -412,9 +433,17 @@ def _drugs(file: str, text: str, *, base: Sequence[DrugCode]) -> tuple[DrugCode,
             owner[match_key(spelling)] = drug.name
     for i, entry in enumerate(_table_list(file, "drug", data.get("drug", []))):
         where = f"drug[{i}]"
-        _only_keys(file, where, entry, ("name", "hcpcs", "unit_dose_ug", "description", "aliases"))
+        _only_keys(
+            file,
+            where,
+            entry,
+            ("name", "hcpcs", "unit_dose_ug", "description", "aliases", "single_dose"),
+        )
         name = _text(file, f"{where}.name", _required(file, where, entry, "name")).strip()
         aliases = _text_list(file, f"{where}.aliases", entry.get("aliases", []))
+        single_dose: bool | None = None
+        if "single_dose" in entry:
+            single_dose = _boolean(file, f"{where}.single_dose", entry["single_dose"])
         known = next((k for k, d in enumerate(drugs) if match_key(d.name) == match_key(name)), None)
         checks = [(f"{where}.aliases[{k}]", alias) for k, alias in enumerate(aliases)]
         if known is None:
@@ -425,7 +454,7 @@ def _drugs(file: str, text: str, *, base: Sequence[DrugCode]) -> tuple[DrugCode,
             description = _text(
                 file, f"{where}.description", entry.get("description", ""), allow_empty=True
             )
-            current = DrugCode(name, hcpcs, unit, description, ())
+            current = DrugCode(name, hcpcs, unit, description, (), single_dose is not False)
             drugs.append(current)
             known = len(drugs) - 1
             checks.insert(0, (f"{where}.name", name))
@@ -460,5 +489,6 @@ def _drugs(file: str, text: str, *, base: Sequence[DrugCode]) -> tuple[DrugCode,
             current.unit_dose_ug,
             current.description,
             current.aliases + tuple(added),
+            current.single_dose if single_dose is None else single_dose,
         )
     return tuple(drugs)

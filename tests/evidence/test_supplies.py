@@ -135,3 +135,11 @@ def test_clinic_alias_and_drug_from_rules_folder(tmp_path: Path) -> None:
         1000, base_state(drug1_name="Sufentanil", drug1_concentration=50), rules_dir=tmp_path
     )[0]
     assert (line["hcpcs"], line["units"]) == ("J3490", 50)
+
+
+def test_units_come_from_the_exact_amount() -> None:
+    # 18.29 mL x 25 ug/mL = 457.25 ug: printed as 457 ug, billed as 458 units of the
+    # per-1-mcg code, never short of the drug injected.
+    state = base_state(drug1_name="ziconotide", drug1_concentration=25)
+    (line,) = _supplies(18290, state)
+    assert line == {"hcpcs": "J2278", "units": 458, "drug": "ziconotide", "amount_ug": 457}
