@@ -74,6 +74,7 @@ LOGOUT: Final = "logout"
 USER_ADD: Final = "user_add"
 USER_CHANGE: Final = "user_change"
 REQUEUE: Final = "requeue"
+SIGN_OFF: Final = "sign_off"
 RAW_MIGRATE: Final = "raw_migrate"
 DISMISS: Final = "quarantine_dismiss"
 

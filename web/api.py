@@ -30,7 +30,7 @@ from db.queries import evidence_document_text
 from evidence.codes import ProcedureCode
 from evidence.flags import SessionFlag
 from web.auth import SESSION_COOKIE
-from web.context import app_state, current_user, record_view
+from web.context import app_state, client_address, current_user, record_view, route_template
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     BadCursor,
@@ -47,6 +47,9 @@ cookie_scheme = APIKeyCookie(
     auto_error=False,
     description="The session cookie set by POST /login (form fields username, password, csrf_token).",
 )
+
+# Roles that may sign off a visit (auditors read, they do not bill).
+SIGN_OFF_ROLES = frozenset({"coder", "admin"})
 
 router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(cookie_scheme)])
 
@@ -312,3 +315,146 @@ def api_session(
         return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
     record_view(request, user, audit.EXPORT_API, target=session_id, session_ids=[session_id])
     return Response(content=text.encode("utf-8"), media_type="application/json")
+
+
+# ---------------------------------------------------------------------------
+# The coder's decision (docs/web.md "Sign-off")
+
+
+class DecisionProblem(BaseModel):
+    field: str
+    message: str
+
+
+class DecisionRefused(BaseModel):
+    detail: list[DecisionProblem]
+
+
+class DrugIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hcpcs: str = Field(description="HCPCS code of the drug (J2274, J0475, ...)")
+    units: int = Field(description="units administered")
+    discarded_units: int = Field(0, description="units discarded (JW line); 0: JZ")
+    ndc: str | None = Field(None, description="NDC, 11-digit or hyphenated")
+
+
+class EmCodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    modifiers: list[str] = []
+
+
+class DecisionIn(BaseModel):
+    """A sign-off: at least the procedure, the diagnoses and the rendering NPI."""
+
+    model_config = ConfigDict(extra="forbid")
+    procedure: str = Field(description="the CPT code billed for the visit")
+    diagnoses: list[str] = Field(description="ICD-10-CM codes, the first is the primary")
+    rendering_npi: str = Field(description="ten digits, Luhn check over 80840 + nine digits")
+    reason: str | None = Field(None, description="required when the procedure is not the applicable one")
+    modifiers: list[str] = []
+    em_codes: list[EmCodeIn] = []
+    drugs: list[DrugIn] | None = Field(
+        None, description="absent: the drug lines the refill yields, with JZ"
+    )
+    specialty_pharmacy_supplied: bool = False
+
+
+def _decision_answer(request: Request, session_id: str, *, with_versions: bool = True) -> Any:
+    from web.signoff import proposal, session_facts, version_json
+
+    state = app_state(request)
+    with state.engine.connect() as connection:
+        facts = (
+            session_facts(connection, session_id, state.rules.default_profile)
+            if len(session_id) <= 64
+            else None
+        )
+        if facts is None:
+            return None
+        found = proposal(
+            connection, facts, state.rules, state.edits, state.config.supervising_physician
+        )
+    return {
+        "session_id": session_id,
+        "applicable": dict(facts.applicable),
+        "status": "signed" if found.current is not None else "unsigned",
+        "current": None if found.current is None else version_json(found.current),
+        "versions": [version_json(v) for v in found.versions] if with_versions else [],
+        "edits": [
+            {"id": r.edit_id, "severity": r.severity, "text": r.text, "detail": r.detail}
+            for r in found.edits
+        ],
+    }
+
+
+@router.get(
+    "/sessions/{session_id}/decision",
+    responses={**UNAUTHORIZED, 404: {"model": Problem, "description": "no such session"}},
+    summary="The coder's decision on a visit: current version, earlier versions, edits",
+)
+def api_decision(
+    request: Request,
+    session_id: str,
+    *,
+    user: Annotated[User, Depends(current_user)],
+) -> Response:
+    answer = _decision_answer(request, session_id)
+    if answer is None:
+        return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
+    record_view(request, user, audit.EXPORT_API, target=session_id, session_ids=[session_id])
+    return JSONResponse(answer)
+
+
+@router.put(
+    "/sessions/{session_id}/decision",
+    responses={
+        **UNAUTHORIZED,
+        403: {"model": Problem, "description": "only coders and admins sign off"},
+        404: {"model": Problem, "description": "no such session"},
+        422: {"model": DecisionRefused, "description": "a field is wrong, or a blocking edit"},
+    },
+    summary="Sign off a visit: store the decision as its next version",
+)
+def api_sign_off(
+    request: Request,
+    session_id: str,
+    body: DecisionIn,
+    *,
+    user: Annotated[User, Depends(current_user)],
+) -> Response:
+    from web.signoff import SignOffRefused, session_facts, sign_off, version_json
+
+    if user.role not in SIGN_OFF_ROLES:
+        return JSONResponse(
+            {"detail": f"only coders and admins sign off; you are an {user.role}"},
+            status_code=403,
+        )
+    state = app_state(request)
+    with state.engine.connect() as connection:
+        facts = (
+            session_facts(connection, session_id, state.rules.default_profile)
+            if len(session_id) <= 64
+            else None
+        )
+    if facts is None:
+        return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
+    payload = body.model_dump(exclude_none=False)
+    if body.drugs is None:
+        payload.pop("drugs")
+    payload["em_codes"] = [e.model_dump() for e in body.em_codes]
+    try:
+        version, warnings = sign_off(
+            state.engine,
+            facts,
+            payload,
+            state.rules,
+            state.edits,
+            actor=user.username,
+            audit_detail={"route": route_template(request), "client": client_address(request)},
+        )
+    except SignOffRefused as refused:
+        return JSONResponse({"detail": refused.as_detail()}, status_code=422)
+    answer = version_json(version)
+    answer["warnings"] = [{"id": w.edit_id, "text": w.text} for w in warnings]
+    return JSONResponse(answer)

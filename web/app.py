@@ -51,6 +51,7 @@ from db.checkpoints import anchor_engine, open_identity
 from db.code_index import CodeIndexer
 from db.migrate import open_database
 from evidence import Rules, load_rules
+from evidence.edits import Edits, load_edits
 from ingest.logging_setup import log_event
 from web import api, views
 from web.auth import SESSION_COOKIE, SessionCodec, cookie_flags, load_secret
@@ -103,6 +104,7 @@ def create_app(
     rules: Rules | None = None,
     secret: str | None = None,
     engine: Engine | None = None,
+    edits: Edits | None = None,
 ) -> FastAPI:
     """The web app of `config` (`WebConfig.for_database` derives one from a database URL).
 
@@ -164,6 +166,7 @@ def create_app(
         codec=codec,
         templates=templates,
         identity=identity,
+        edits=edits if edits is not None else load_edits(),
     )
     app.state.code_indexer = indexer
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

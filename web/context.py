@@ -28,6 +28,7 @@ from db.checkpoints import AnchorConfig
 from db.engine import normalize_url, sqlite_path, write_transaction
 from db.signing import SigningIdentity
 from evidence import Rules
+from evidence.edits import Edits
 from ingest.rawstore import AUTO, RawStorage, open_raw_store
 from parsers.errors import PumptrailError
 from web.auth import (
@@ -110,6 +111,8 @@ class AppState:
     templates: Jinja2Templates
     # Signs evidence packets (and, through the engine, audit checkpoints).
     identity: SigningIdentity
+    # The billing edits a sign-off is checked against (evidence/data/edits.toml + rules_dir).
+    edits: Edits
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
