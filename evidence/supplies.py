@@ -3,8 +3,10 @@
 docs/coding-rules.md §6 and §7.13: one line per named drug when there is a refill
 (§7.8: a REFILL with `added_ul` > 0). The amount injected is the total added
 volume times the drug's concentration as programmed at the end of the session
-(the new solution): µL x µg/mL / 1000 = µg, rounded to the nearest µg (halves
-up). `units` = amount / the code's unit dose, rounded up. Names match the code
+(the new solution): µL x µg/mL / 1000 = µg; `amount_ug` prints it rounded to the
+nearest µg (halves up). `units` = the exact amount / the code's unit dose, rounded
+up, so the units never fall short of the drug injected (18.29 mL of 25 µg/mL is
+457.25 µg: 458 units of a per-1-µg code). Names match the code
 table trimmed and case-insensitively, aliases included; an unmatched drug still
 gets a line, with `hcpcs` and `units` null (the coder picks J3490/J7799 and adds
 the NDC). A drug whose end-state concentration is unknown gets null amount and
@@ -13,6 +15,7 @@ units.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -35,8 +38,9 @@ class SupplyLine:
     slot: int
 
 
-def _ceil_div(numerator: int, denominator: int) -> int:
-    return -(-numerator // denominator)
+def _ceil_units(amount_ug: Fraction, unit_dose_ug: int) -> int:
+    """Whole units of `unit_dose_ug` covering the exact amount (rounded up)."""
+    return math.ceil(amount_ug / unit_dose_ug)
 
 
 def supply_lines(session: Session, rules: Rules) -> tuple[SupplyLine, ...]:
@@ -51,11 +55,14 @@ def supply_lines(session: Session, rules: Rules) -> tuple[SupplyLine, ...]:
         if not isinstance(name, str) or not name.strip():
             continue
         concentration = state.get(f"drug{slot}_concentration")
-        amount: int | None = None
+        exact: Fraction | None = None
         if isinstance(concentration, int) and not isinstance(concentration, bool):
-            amount = round_half_up(Fraction(added_ul * concentration, _UL_PER_ML))
+            exact = Fraction(added_ul * concentration, _UL_PER_ML)
+        amount = None if exact is None else round_half_up(exact)
         code = rules.drug_for(name)
-        units = None if code is None or amount is None else _ceil_div(amount, code.unit_dose_ug)
+        # Units from the exact amount, never the rounded one: they never fall short of
+        # the drug injected (§7.13).
+        units = None if code is None or exact is None else _ceil_units(exact, code.unit_dose_ug)
         lines.append(
             SupplyLine(
                 drug=name.strip(),
