@@ -24,7 +24,7 @@ from typing import Final
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-import db.payers  # noqa: F401  (registers the payer, coverage and provider tables)
+import db.payers
 import db.users  # noqa: F401  (registers the users and code-index tables)
 from db.audit import AuditLogRow
 from db.models import Base
