@@ -40,7 +40,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.expression import Exists
 
-from db.models import TEXT_LEN, Base, table_of, utc_now
+from db.codec import loads
+from db.models import TEXT_LEN, Base, evidence, sessions, table_of, utc_now
 from evidence.payers import (
     PROVIDER_ROLES,
     CoverageError,
@@ -49,6 +50,7 @@ from evidence.payers import (
     check_no_overlap,
     check_period,
     npi_valid,
+    with_applicable,
 )
 
 PAYER_NAME_LEN = 128
@@ -429,3 +431,21 @@ def list_providers(connection: Connection) -> list[Provider]:
         ).order_by(providers.c.operator_id)
     )
     return [Provider(*row) for row in rows]
+
+
+def evidence_with_applicable(
+    connection: Connection, session_id: str, default_profile: str
+) -> dict[str, Any] | None:
+    """The stored evidence document of a session with `applicable` and, without coverage
+    on its date of service, the flag `no_payer_on_file` (docs/session-json.md
+    "Evidence"); None when the session has no stored evidence."""
+    row = connection.execute(
+        select(evidence.c.document, sessions.c.patient_id, sessions.c.session_start_local)
+        .select_from(evidence.join(sessions, sessions.c.id == evidence.c.session_pk))
+        .where(sessions.c.session_id == session_id)
+    ).first()
+    if row is None:
+        return None
+    text, patient_id, start_local = row
+    payer = payer_on(connection, patient_id, start_local.date())
+    return with_applicable(loads(text), payer, default_profile)
