@@ -161,3 +161,11 @@ def with_applicable(
         flags.append(NO_PAYER_ON_FILE)
     result["flags"] = flags
     return result
+
+
+def without_applicable(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored evidence document again: `applicable` and `no_payer_on_file` removed."""
+    result = {key: value for key, value in document.items() if key != "applicable"}
+    if isinstance(result.get("flags"), list):
+        result["flags"] = [f for f in result["flags"] if f != NO_PAYER_ON_FILE]
+    return result
