@@ -77,6 +77,13 @@ REQUEUE: Final = "requeue"
 SIGN_OFF: Final = "sign_off"
 RAW_MIGRATE: Final = "raw_migrate"
 DISMISS: Final = "quarantine_dismiss"
+# Payers, coverage periods and providers (`db.payers`); a coverage entry's target is
+# `coverage:<row>`, never the patient ID.
+PAYER_ADD: Final = "payer_add"
+COVERAGE_ADD: Final = "coverage_add"
+COVERAGE_END: Final = "coverage_end"
+PROVIDER_ADD: Final = "provider_add"
+VIEW_PAYERS: Final = "view_payers"
 
 SYSTEM_ACTOR: Final = "system"
 

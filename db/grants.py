@@ -24,6 +24,7 @@ from typing import Final
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+import db.payers
 import db.users  # noqa: F401  (registers the users and code-index tables)
 from db.audit import AuditLogRow
 from db.models import Base

@@ -149,6 +149,8 @@ def in_session_changes(session: Session) -> tuple[Change, ...]:
             ends_logged = any(same_value(name, r.new, after) for r in records)
             if not ends_logged and not refill_accounted:
                 flags.append(UNLOGGED_CHANGE)
+                # No logged change explains the end value, whatever earlier ones said (§7.3).
+                reason = None
 
         changes.append(
             Change(

@@ -21,5 +21,8 @@ SessionFlag = Literal[
     "no_prior_session",
     "chain_gap",
     "conflicting_exports",
+    # Read time, not stored with the evidence: no coverage on the date of service
+    # (docs/coding-rules.md §9.1; `evidence.payers.with_applicable`).
+    "no_payer_on_file",
 ]
 SESSION_FLAGS: Final[tuple[SessionFlag, ...]] = get_args(SessionFlag)

@@ -73,6 +73,14 @@ class Profile:
     categories: tuple[str, ...]
     held_by: str
     description: str
+    # What a coder reads beside the key ("Rate or dose changes only (AMA examples)");
+    # display only, so not part of the rules version.
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        """The label, or the key when the profile has none."""
+        return self.label or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +339,7 @@ def _profiles(
     seen = {p.name for p in profiles}
     for i, entry in enumerate(_table_list(file, "profile", data.get("profile", []))):
         where = f"profile[{i}]"
-        _only_keys(file, where, entry, ("name", "categories", "held_by", "description"))
+        _only_keys(file, where, entry, ("name", "label", "categories", "held_by", "description"))
         name = _text(file, f"{where}.name", _required(file, where, entry, "name"))
         if name != name.strip() or any(ch.isspace() for ch in name):
             raise RulesError(
@@ -363,7 +371,8 @@ def _profiles(
         description = _text(
             file, f"{where}.description", entry.get("description", ""), allow_empty=True
         )
-        profiles.append(Profile(name, categories, held_by, description))
+        label = _text(file, f"{where}.label", entry.get("label", ""), allow_empty=True).strip()
+        profiles.append(Profile(name, categories, held_by, description, label))
     if not profiles:
         raise RulesError(file, "profile", "no profile defined")
     if "default" in data:

@@ -3,8 +3,10 @@
 docs/coding-rules.md §6 and §7.13: one line per named drug when there is a refill
 (§7.8: a REFILL with `added_ul` > 0). The amount injected is the total added
 volume times the drug's concentration as programmed at the end of the session
-(the new solution): µL x µg/mL / 1000 = µg, rounded to the nearest µg (halves
-up). `units` = the exact amount / the code's unit dose, rounded up. Names match the code
+(the new solution): µL x µg/mL / 1000 = µg; `amount_ug` prints it rounded to the
+nearest µg (halves up). `units` = the exact amount / the code's unit dose, rounded
+up, so the units never fall short of the drug injected (18.29 mL of 25 µg/mL is
+457.25 µg: 458 units of a per-1-µg code). Names match the code
 table trimmed and case-insensitively, aliases included; an unmatched drug still
 gets a line, with `hcpcs` and `units` null (the coder picks J3490/J7799 and adds
 the NDC). A drug whose end-state concentration is unknown gets null amount and
@@ -37,7 +39,7 @@ class SupplyLine:
 
 
 def _ceil_units(amount_ug: Fraction, unit_dose_ug: int) -> int:
-    """Units of a code's dose covering an exact amount, rounded up."""
+    """Whole units of `unit_dose_ug` covering the exact amount (rounded up)."""
     return math.ceil(amount_ug / unit_dose_ug)
 
 

@@ -160,6 +160,14 @@ SETTINGS: tuple[Setting, ...] = (
         "the clinic's name in the signing certificate a new identity gets",
     ),
     Setting(
+        "supervising_physician",
+        str,
+        "",
+        "operator ID (`pumptrail provider add`) of the clinic's default supervising "
+        "physician for staff-performed visits, shown on the evidence page and packet "
+        "(empty: none)",
+    ),
+    Setting(
         "audit_syslog",
         str,
         "/dev/log",
@@ -202,6 +210,7 @@ class Settings:
     log_level: str
     signing_key: str
     clinic_name: str
+    supervising_physician: str
     audit_syslog: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -5,7 +5,9 @@
   `procedure` and `flag` enumerations are the evidence room's
   (`evidence.codes.ProcedureCode`, `evidence.flags.SessionFlag`);
 - `GET /api/sessions/{session_id}`: the stored evidence document of
-  docs/session-json.md "Evidence", byte for byte as stored.
+  docs/session-json.md "Evidence" with `applicable` (the payer covering the date
+  of service, its profile and that profile's code) and, without coverage, the
+  flag `no_payer_on_file`, both looked up when the document is read.
 
 Same login as the pages (the session cookie); without it the answer is 401 with
 a JSON body. Every answer is an export and is recorded in the audit log
@@ -26,7 +28,8 @@ from fastapi.security import APIKeyCookie
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db import audit
-from db.queries import evidence_document_text
+from db.codec import dumps
+from db.payers import evidence_with_applicable
 from evidence.codes import ProcedureCode
 from evidence.flags import SessionFlag
 from web.auth import SESSION_COOKIE
@@ -117,6 +120,15 @@ class DocumentationOut(BaseModel):
     status: Literal["proven_by_log", "missing_from_log", "note_must_state"]
 
 
+class ApplicableOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    payer: str | None = Field(description="the payer covering the date of service; null: none")
+    payer_id: str | None
+    profile: str = Field(description="the payer's profile, or the default without coverage")
+    procedure: str | None = Field(description="the CPT code under that profile")
+
+
 class EvidenceOut(BaseModel):
     """docs/session-json.md "Evidence": one stored session's evidence document."""
 
@@ -127,6 +139,7 @@ class EvidenceOut(BaseModel):
     session_start_utc: str
     prior_session_id: str | None
     operator_role: str
+    applicable: ApplicableOut
     refill: RefillOut | None
     changes: list[ChangeOut]
     codes: dict[str, CodeOut]
@@ -150,6 +163,11 @@ class SessionItem(BaseModel):
     operator_role: str
     refill: bool
     codes: dict[str, str | None] = Field(description="CPT code under every profile")
+    payer: str | None = Field(description="the payer covering the date of service")
+    applicable_profile: str | None = Field(
+        description="the payer's profile, or the default without coverage"
+    )
+    applicable: str | None = Field(description="the CPT code under the applicable profile")
     flags: list[str]
     conflicting_exports: bool
     evidence: bool = Field(description="false until the session's evidence is derived")
@@ -281,6 +299,9 @@ def api_sessions(
                 operator_role=row.operator_role,
                 refill=row.has_refill,
                 codes=dict(row.codes),
+                payer=row.payer,
+                applicable_profile=row.applicable_profile,
+                applicable=row.applicable,
                 flags=list(row.flags),
                 conflicting_exports=row.conflicting_exports,
                 evidence=row.has_evidence,
@@ -310,11 +331,15 @@ def api_session(
 ) -> Response:
     state = app_state(request)
     with state.engine.connect() as connection:
-        text = evidence_document_text(connection, session_id) if len(session_id) <= 64 else None
-    if text is None:
+        document = (
+            evidence_with_applicable(connection, session_id, state.rules.default_profile)
+            if len(session_id) <= 64
+            else None
+        )
+    if document is None:
         return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
     record_view(request, user, audit.EXPORT_API, target=session_id, session_ids=[session_id])
-    return Response(content=text.encode("utf-8"), media_type="application/json")
+    return Response(content=dumps(document).encode("utf-8"), media_type="application/json")
 
 
 # ---------------------------------------------------------------------------
@@ -351,7 +376,9 @@ class DecisionIn(BaseModel):
     procedure: str = Field(description="the CPT code billed for the visit")
     diagnoses: list[str] = Field(description="ICD-10-CM codes, the first is the primary")
     rendering_npi: str = Field(description="ten digits, Luhn check over 80840 + nine digits")
-    reason: str | None = Field(None, description="required when the procedure is not the applicable one")
+    reason: str | None = Field(
+        None, description="required when the procedure is not the applicable one"
+    )
     modifiers: list[str] = []
     em_codes: list[EmCodeIn] = []
     drugs: list[DrugIn] | None = Field(

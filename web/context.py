@@ -67,6 +67,8 @@ class WebConfig:
     # Seconds between repairs of the per-profile code index (0: only at start).
     sync_codes_seconds: float | None = 60.0
     version: str = "unknown"
+    # Operator ID of the default supervising physician of staff-performed visits.
+    supervising_physician: str = ""
     # The signing identity and audit checkpoints; None: the defaults under data_dir.
     anchor: AnchorConfig | None = None
 

@@ -4,8 +4,9 @@ A packet that leaves the clinic (to a payer, an auditor, a court) must be checka
 without the clinic's database. `sign_packet` takes the rendered PDF (`web.packet`)
 and, as one incremental update written by pyHanko,
 
-- embeds the session's evidence JSON and session JSON as PDF embedded files
-  (`evidence.json`, `session.json`, relationship `/Data`), and
+- embeds the session's evidence JSON (with `applicable` as looked up when the
+  packet was made) and session JSON as PDF embedded files (`evidence.json`,
+  `session.json`, relationship `/Data`), and
 - signs the whole document with the clinic's key (`db.signing`): an invisible
   signature field, subfilter `ETSI.CAdES.detached` (PAdES baseline B-B), SHA-256,
   the signer's certificate embedded so that any PDF reader or poppler's `pdfsig`
@@ -62,10 +63,16 @@ def new_packet_id(at: datetime) -> str:
     return f"{at:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def packet_attachments(record: SessionRecord) -> dict[str, bytes]:
-    """The session's evidence JSON and session JSON as the packet embeds them."""
+def packet_attachments(
+    record: SessionRecord, evidence: Mapping[str, Any] | None = None
+) -> dict[str, bytes]:
+    """The session's evidence JSON and session JSON as the packet embeds them.
+
+    `evidence` is the evidence as the packet shows it (with `applicable`, looked up
+    when the packet was made; docs/session-json.md "Evidence"); default: as stored.
+    """
     return {
-        EVIDENCE_FILE: _json_bytes(record.evidence),
+        EVIDENCE_FILE: _json_bytes(record.evidence if evidence is None else evidence),
         SESSION_FILE: _json_bytes(record.document),
     }
 
@@ -99,7 +106,7 @@ def build_signed_packet(
     signed = sign_packet(
         pdf,
         identity,
-        packet_attachments(view.record),
+        packet_attachments(view.record, view.document),
         signing_time=generated_at.replace(tzinfo=UTC),
         reason=f"pumptrail evidence packet {packet_id} of session {view.record.session_id}",
         location=identity.subject,

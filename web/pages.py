@@ -1,8 +1,8 @@
 """The evidence of one session as the evidence page, the printable packet and the PDF show it.
 
 One view model (`EvidenceView`) built from the stored rows (`web.queries.session_record`)
-feeds all three, so the packet says exactly what the page says: the session's
-facts, the flags (critical first), the code under every profile with its
+feeds all three, so the packet says exactly what the page says: the applicable
+payer, profile and code first (docs/coding-rules.md §9.1), the session's facts, the flags (critical first), the code under every profile with its
 counterfactual sentence, what changed with reason, time and operator, the
 three-column settings table, the refill arithmetic, the alarms (critical first),
 the checklist split, the drug supply lines, the session log with each event's
@@ -19,7 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from db.payers import Provider, find_provider, payer_on
 from evidence import Rules
+from evidence.payers import Payer, with_applicable
 from web import present
 from web.queries import RawFile, SessionRecord, event_positions, raw_files_of, session_record
 
@@ -55,6 +57,29 @@ class EvidenceView:
     warnings: list[str]
     versions: list[Fact]
     has_evidence: bool
+    # The payer covering the date of service, its profile and code (docs/coding-rules.md
+    # §9.1); None without evidence.
+    applicable: ApplicableView | None = None
+    # The profile the coder chose on the list (kept for the browser session).
+    chosen_profile: str = ""
+    # The evidence document with `applicable` as looked up for this view (what the
+    # packet embeds); None without evidence.
+    document: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicableView:
+    payer: str | None
+    payer_id: str | None
+    profile: str
+    profile_label: str
+    procedure: str | None
+
+    @property
+    def payer_text(self) -> str:
+        if self.payer is None:
+            return "no payer on file for the date of service: the default profile applies"
+        return self.payer + (f" (payer ID {self.payer_id})" if self.payer_id else "")
 
 
 def _birth(value: date | None) -> str:
@@ -62,15 +87,47 @@ def _birth(value: date | None) -> str:
 
 
 def build_evidence_view(
-    connection: Connection, session_id: str, rules: Rules, *, software_version: str
+    connection: Connection,
+    session_id: str,
+    rules: Rules,
+    *,
+    software_version: str,
+    chosen_profile: str = "",
+    supervising_physician: str = "",
 ) -> EvidenceView | None:
-    """The view model of one session; None when no such session is stored."""
+    """The view model of one session; None when no such session is stored.
+
+    The covering payer is looked up now (`db.payers.payer_on`), so a coverage change
+    shows at once; `supervising_physician` is the operator ID of the clinic's default
+    supervising physician, shown for a session a non-QHP performed.
+    """
     record = session_record(connection, session_id)
     if record is None:
         return None
     positions = [(p.kind, p.value) for p in event_positions(connection, record.pk)]
     raws = raw_files_of(connection, record.pk)
-    return evidence_view(record, positions, raws, rules, software_version=software_version)
+    payer = payer_on(connection, record.patient_id, record.start_local.date())
+    people = {
+        operator: find_provider(connection, operator)
+        for operator in (record.operator_id, supervising_physician)
+        if operator
+    }
+    return evidence_view(
+        record,
+        positions,
+        raws,
+        rules,
+        software_version=software_version,
+        payer=payer,
+        chosen_profile=chosen_profile,
+        operator=people.get(record.operator_id),
+        supervisor=people.get(supervising_physician) if supervising_physician else None,
+        supervisor_id=supervising_physician,
+    )
+
+
+def _person(provider: Provider) -> str:
+    return f"{provider.name}, NPI {provider.npi}"
 
 
 def evidence_view(
@@ -80,26 +137,62 @@ def evidence_view(
     rules: Rules,
     *,
     software_version: str,
+    payer: Payer | None = None,
+    chosen_profile: str = "",
+    operator: Provider | None = None,
+    supervisor: Provider | None = None,
+    supervisor_id: str = "",
 ) -> EvidenceView:
     doc = record.document
-    ev: Mapping[str, Any] = record.evidence or {}
+    ev: Mapping[str, Any] = (
+        with_applicable(record.evidence, payer, rules.default_profile)
+        if record.evidence is not None
+        else {}
+    )
+    found = ev.get("applicable")
+    applicable_view = None
+    if isinstance(found, Mapping):
+        key = str(found.get("profile"))
+        label = next((p.title for p in rules.profiles if p.name == key), key)
+        applicable_view = ApplicableView(
+            payer=found.get("payer"),
+            payer_id=found.get("payer_id"),
+            profile=key,
+            profile_label=label,
+            procedure=found.get("procedure"),
+        )
     offset = record.utc_offset_min
     changes = present.change_views(doc, ev)
     profile_info = {p.name: (p.description, p.held_by) for p in rules.profiles}
-    codes = present.code_views(ev, profile_info, rules.default_profile)
+    codes = present.code_views(
+        ev, profile_info, rules.default_profile, {p.name: p.label for p in rules.profiles}
+    )
     alarms = present.alarm_views(ev, offset)
     programmer = doc.get("programmer") or {}
     pump = doc.get("pump") or {}
     status = doc.get("pump_status") or {}
     role = present.ROLE_LABELS.get(record.operator_role, record.operator_role)
-    facts = [
+    facts: list[Fact] = []
+    if applicable_view is not None:
+        facts += [
+            Fact("Payer", applicable_view.payer_text),
+            Fact(
+                "Applicable code",
+                f"{applicable_view.procedure or present.DASH} under "
+                f"{applicable_view.profile_label} ({applicable_view.profile})",
+            ),
+        ]
+    operator_text = f"{record.operator_id} ({role})"
+    if operator is not None:
+        operator_text += f": {_person(operator)}"
+    facts += [
         Fact("Pump", f"{pump.get('model', '')} serial {record.pump_serial}"),
         Fact(
             "Session start",
             f"{present.when_text(record.start_local, seconds=True)} "
             f"({present.offset_text(offset)}; {present.when_text(record.start_utc)} UTC)",
         ),
-        Fact("Operator", f"{record.operator_id} ({role})"),
+        Fact("Operator", operator_text),
         Fact("Clinic", record.clinic_id or present.DASH),
         Fact(
             "Programmer",
@@ -121,6 +214,15 @@ def evidence_view(
             else "nothing transmitted",
         ),
     ]
+    if supervisor_id and not rules.is_qhp(record.operator_role):
+        facts.append(
+            Fact(
+                "Supervising physician",
+                f"{supervisor_id}: {_person(supervisor)}"
+                if supervisor is not None
+                else f"{supervisor_id} (not mapped: `pumptrail provider add`)",
+            )
+        )
     if status:
         clock = status.get("pump_clock_offset_s")
         facts.append(
@@ -172,6 +274,9 @@ def evidence_view(
         warnings=[str(w) for w in doc.get("warnings") or ()],
         versions=versions,
         has_evidence=record.evidence is not None,
+        applicable=applicable_view,
+        chosen_profile=chosen_profile,
+        document=ev if record.evidence is not None else None,
     )
 
 

@@ -70,6 +70,10 @@ FLAG_LABELS: Final[Mapping[str, tuple[str, str]]] = {
     "no_prior_session": ("No prior session on record", "info"),
     "chain_gap": ("Gap in the chain: prescription or PTM changed between sessions", "warn"),
     "conflicting_exports": ("Exports of this session disagree: the binary one is used", "warn"),
+    "no_payer_on_file": (
+        "No payer on file for the date of service: the default profile applies",
+        "info",
+    ),
     "concentration_only": ("Concentration changed with an unchanged daily dose: review", "warn"),
     "unlogged_change": ("No logged change explains this value", "warn"),
 }
@@ -395,12 +399,15 @@ class CodeView:
     description: str
     held_by: str
     default: bool
+    # What a coder reads beside the profile's key (`evidence.rules.Profile.label`).
+    label: str = ""
 
 
 def code_views(
     evidence: Mapping[str, Any],
     profile_info: Mapping[str, tuple[str, str]],
     default_profile: str,
+    labels: Mapping[str, str] | None = None,
 ) -> list[CodeView]:
     """The code under every profile, in the evidence's order (default profile first)."""
     views = []
@@ -418,6 +425,7 @@ def code_views(
                 description=description,
                 held_by=held_by,
                 default=name == default_profile,
+                label=(labels or {}).get(str(name), ""),
             )
         )
     views.sort(key=lambda v: not v.default)

@@ -61,9 +61,7 @@ class SignOffRefused(PumptrailError):
     """Raised by `sign_off` when the submitted decision cannot be stored: a field is
     wrong (`errors` name each one) or a blocking billing edit refuses it (`edits`)."""
 
-    def __init__(
-        self, errors: Sequence[FieldError] = (), edits: Sequence[EditResult] = ()
-    ) -> None:
+    def __init__(self, errors: Sequence[FieldError] = (), edits: Sequence[EditResult] = ()) -> None:
         self.errors = list(errors)
         self.edits = list(edits)
         parts = [f"{e.field}: {e.message}" for e in self.errors] + [e.text for e in self.edits]
@@ -164,9 +162,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
 def decision_from_json(
     session_id: str, patient_id: str | None, stored: Mapping[str, Any]
 ) -> Decision:
-    procedures = [
-        ProcedureLine(str(stored["procedure"]), tuple(stored.get("modifiers", ())))
-    ] + [
+    procedures = [ProcedureLine(str(stored["procedure"]), tuple(stored.get("modifiers", ())))] + [
         ProcedureLine(str(p["code"]), tuple(p.get("modifiers", ())), int(p.get("units", 1)))
         for p in stored.get("em_codes", ())
     ]
@@ -250,7 +246,9 @@ def decision_from_body(
     procedures = [ProcedureLine(procedure.strip(), modifiers)]
     for index, em in enumerate(body.get("em_codes") or []):
         if not isinstance(em, Mapping) or not isinstance(em.get("code"), str):
-            errors.append(FieldError(f"em_codes[{index}]", "expected {\"code\": ..., \"modifiers\": [...]}"))
+            errors.append(
+                FieldError(f"em_codes[{index}]", 'expected {"code": ..., "modifiers": [...]}')
+            )
             continue
         procedures.append(
             ProcedureLine(
@@ -274,7 +272,7 @@ def decision_from_body(
             for index, line in enumerate(body["drugs"]):
                 where = f"drugs[{index}]"
                 if not isinstance(line, Mapping) or not isinstance(line.get("hcpcs"), str):
-                    errors.append(FieldError(where, "expected {\"hcpcs\": ..., \"units\": ...}"))
+                    errors.append(FieldError(where, 'expected {"hcpcs": ..., "units": ...}'))
                     continue
                 ndc = line.get("ndc") or None
                 drugs.append(

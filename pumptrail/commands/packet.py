@@ -96,6 +96,7 @@ def _session_id(document: bytes | None) -> str | None:
 
 def _compare_with_database(args: argparse.Namespace, session_id: str, embedded: bytes) -> list[str]:
     from db.queries import evidence_document_text
+    from evidence.payers import without_applicable
 
     resolved = resolve(args)
     engine = open_from_settings(resolved)
@@ -107,6 +108,17 @@ def _compare_with_database(args: argparse.Namespace, session_id: str, embedded: 
     if stored is None:
         print(f"database {resolved.db}: no stored evidence for this session")
         return [f"session {session_id} has no stored evidence in this database"]
-    same = json.loads(stored) == json.loads(embedded)
+    carried = json.loads(embedded)
+    # `applicable` and `no_payer_on_file` are looked up from coverage when a packet is
+    # made, not stored: the stored evidence is compared without them.
+    same = json.loads(stored) == (
+        without_applicable(carried) if isinstance(carried, dict) else carried
+    )
     print(f"embedded evidence equals the stored evidence: {'yes' if same else 'NO'}")
+    if isinstance(carried, dict) and "applicable" in carried:
+        found = carried["applicable"]
+        print(
+            f"applicable when the packet was made: {found.get('procedure')} under "
+            f"{found.get('profile')} (payer {found.get('payer') or 'none on file'})"
+        )
     return [] if same else ["the embedded evidence differs from the stored evidence"]

@@ -92,6 +92,7 @@ def web_config(resolved: settings.Settings, **fields: Any) -> WebConfig:
         inbox=resolved.inbox,
         quarantine=resolved.quarantine,
         due_within_days=resolved.due_within_days,
+        supervising_physician=resolved.supervising_physician,
         version=__version__,
         anchor=anchor_config(resolved),
         **fields,

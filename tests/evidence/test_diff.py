@@ -180,8 +180,9 @@ def test_unlogged_change_flag() -> None:
         events=[change("drug1_daily_dose", 2000, 2200, "efficacy")],
     )
     flags = {c["parameter"]: (c["reason"], c["flags"]) for c in derive(session)["changes"]}
+    # The logged change's reason explains 2200, not 2400: an unlogged change has none (§7.3).
     assert flags == {
-        "drug1_daily_dose": ("efficacy", ["unlogged_change"]),
+        "drug1_daily_dose": (None, ["unlogged_change"]),
         "infusion_rate": (None, ["unlogged_change"]),
     }
 

@@ -73,6 +73,15 @@ def test_unit_doses() -> None:
     assert units("baclofen", 2000, 20000) == 4  # 40 mg / 10 mg
 
 
+def test_units_come_from_the_exact_amount_not_the_rounded_one() -> None:
+    # 18.29 mL of 25 ug/mL = 457.25 ug: printed 457, billed 458 units of 1 mcg (§7.13).
+    (line,) = _supplies(18290, base_state(drug1_name="ziconotide", drug1_concentration=25))
+    assert (line["amount_ug"], line["units"]) == (457, 458)
+    # 100.005 ug prints as 100 but is more than one 0.1 mg unit: two units.
+    (below,) = _supplies(20001, base_state(drug1_name="fentanyl", drug1_concentration=5))
+    assert (below["amount_ug"], below["units"]) == (100, 2)
+
+
 def test_fractional_amount_rounds_to_nearest_ug() -> None:
     (line,) = _supplies(333, base_state(drug1_name="fentanyl", drug1_concentration=1500))
     assert line["amount_ug"] == 500  # 499.5 ug, halves up

@@ -6,12 +6,17 @@ import json
 import typing
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from db import audit
+from db.codec import dumps, loads
+from db.engine import write_transaction
+from db.models import sessions
+from db.payers import add_payer, assign_coverage
 from db.queries import evidence_document_text
 from evidence.codes import DECISION_TABLE, PROCEDURE_CODES
 from evidence.flags import SESSION_FLAGS
+from evidence.payers import with_applicable
 from tests.web.support import DemoData
 
 
@@ -92,8 +97,19 @@ def test_one_session_is_the_stored_evidence_document(
     assert response.headers["content-type"] == "application/json"
     with engine.connect() as connection:
         stored = evidence_document_text(connection, session_id)
-    assert response.text == stored  # byte for byte, key order kept
+    assert stored is not None
+    # The stored document, key order kept, with what coverage decides when it is read:
+    # `applicable` before `refill`, and (no coverage here) the flag no_payer_on_file.
+    assert response.text == dumps(with_applicable(loads(stored), None, "rate-dose"))
     document = response.json()
+    assert list(document)[: list(document).index("refill") + 1][-2:] == ["applicable", "refill"]
+    assert document["applicable"] == {
+        "payer": None,
+        "payer_id": None,
+        "profile": "rate-dose",
+        "procedure": loads(stored)["codes"]["rate-dose"]["procedure"],
+    }
+    assert document["flags"][-1] == "no_payer_on_file"
     assert document["session_id"] == session_id
     for key in (
         "pump_serial",
@@ -176,3 +192,43 @@ def test_list_dates_are_iso_dates_only(coder: TestClient) -> None:
     for bad in ("0.0", "17", "2026-3-4", "14.03.2026"):
         assert coder.get("/api/sessions", params={"date_from": bad}).status_code == 422
     assert coder.get("/api/sessions", params={"date_from": "2026-03-04"}).status_code == 200
+
+
+def test_coverage_decides_the_applicable_code_at_once(
+    coder: TestClient, data: DemoData, engine: Engine
+) -> None:
+    session_id = data.session_ids[5]
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(sessions.c.patient_id, sessions.c.session_start_local).where(
+                sessions.c.session_id == session_id
+            )
+        ).one()
+        stored = loads(evidence_document_text(connection, session_id) or "{}")
+    with write_transaction(engine) as connection:
+        add_payer(connection, "Acme", "any-setting", ["rate-dose", "any-setting"], payer_id="A1")
+        assign_coverage(connection, row[0], "Acme", row[1].date())
+    document = coder.get(f"/api/sessions/{session_id}").json()
+    assert document["applicable"] == {
+        "payer": "Acme",
+        "payer_id": "A1",
+        "profile": "any-setting",
+        "procedure": stored["codes"]["any-setting"]["procedure"],
+    }
+    assert "no_payer_on_file" not in document["flags"]
+    listed = coder.get("/api/sessions", params={"limit": 500}).json()["items"]
+    item = next(i for i in listed if i["session_id"] == session_id)
+    assert (item["payer"], item["applicable_profile"], item["applicable"]) == (
+        "Acme",
+        "any-setting",
+        stored["codes"]["any-setting"]["procedure"],
+    )
+    assert "no_payer_on_file" not in item["flags"]
+    others = [i for i in listed if i["session_id"] != session_id and i["evidence"]]
+    assert all("no_payer_on_file" in i["flags"] and i["payer"] is None for i in others)
+    # The read-time flag filters too.
+    uncovered = coder.get(
+        "/api/sessions", params={"limit": 500, "flag": "no_payer_on_file"}
+    ).json()["items"]
+    assert session_id not in {i["session_id"] for i in uncovered}
+    assert len(uncovered) == len(others)

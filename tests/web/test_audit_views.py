@@ -138,6 +138,13 @@ VIEWS: dict[str, Viewed] = {
         "session_ids",
         lambda d, s, ids: sorted(ids) == sorted(d.session_ids),
     ),
+    "/payers": Viewed(
+        audit.VIEW_PAYERS,
+        "cora",
+        lambda d, s: "/payers",
+        "coverage_ids",
+        lambda d, s, ids: isinstance(ids, list),
+    ),
     "/api/sessions/{session_id}": Viewed(
         audit.EXPORT_API,
         "cora",

@@ -12,8 +12,9 @@ The list stays fast at 1,000,000 sessions:
   show none;
 - each filter has an index: date range on `ix_sessions_start` (the range is
   widened by the largest UTC offset, then checked exactly on the programmer's
-  local date), pump serial on `ix_sessions_chain`, patient ID on
-  `ix_sessions_patient`, the default profile's code on `ix_evidence_procedure`,
+  local date), pump serial on `ix_sessions_chain` (in any case: the pumps table
+  is read for the serial), patient ID on `ix_sessions_patient` (a patient is
+  also found by ID in any case or by part of the name, row by row), the default profile's code on `ix_evidence_procedure`,
   another profile's code on `ix_evidence_codes_profile` (`evidence_codes`,
   migration 0003), a flag on `ix_evidence_flags_flag`;
 - the plan is chosen here, not left to chance: with a pump or patient filter the
@@ -57,7 +58,9 @@ from sqlalchemy.engine import Connection
 
 from db.codec import loads
 from db.models import evidence, evidence_flags, pumps, sessions
+from db.payers import covered_condition, payers_on
 from db.users import evidence_codes
+from evidence.payers import NO_PAYER_ON_FILE, Payer, applicable
 from web.queries.cursor import Cursor
 
 Sort = Literal["newest", "oldest", "pump"]
@@ -121,6 +124,11 @@ class ListRow:
     codes: Mapping[str, str | None]
     flags: tuple[str, ...]
     has_evidence: bool
+    # The payer covering the date of service, its profile and that profile's code
+    # (docs/coding-rules.md §9.1); the default profile without coverage.
+    payer: str | None = None
+    applicable_profile: str | None = None
+    applicable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +187,24 @@ def _flag_filter(flag: str) -> _EvidenceFilter:
     )
 
 
+def _no_payer_filter() -> _EvidenceFilter:
+    """Sessions with evidence but no coverage on their date of service (a read-time flag)."""
+    uncovered = and_(
+        exists().where(evidence.c.session_pk == sessions.c.id),
+        ~covered_condition(sessions.c.patient_id, sessions.c.session_start_local),
+    )
+    return _EvidenceFilter(
+        f"flag:{NO_PAYER_ON_FILE}", select(sessions.c.id).where(uncovered), uncovered
+    )
+
+
 def _evidence_filters(flt: SessionFilter, default_profile: str) -> list[_EvidenceFilter]:
     found = []
     if flt.procedure:
         found.append(_code_filter(flt.profile or default_profile, default_profile, flt.procedure))
-    found += [_flag_filter(flag) for flag in flt.flags]
+    found += [
+        _no_payer_filter() if flag == NO_PAYER_ON_FILE else _flag_filter(flag) for flag in flt.flags
+    ]
     if flt.flagged:
         found.append(
             _EvidenceFilter(
@@ -258,6 +279,32 @@ def _date_count(flt: SessionFilter, conditions: Sequence[ColumnElement[bool]]) -
     return union_all(interior, edges)
 
 
+def _pump_condition(serial: str) -> ColumnElement[bool]:
+    """The pump serial, in any case: the exact spelling through the pumps' unique index,
+    any other through a read of the pumps table (one row per pump)."""
+    text = serial.strip()
+    return or_(pumps.c.serial == text, func.upper(pumps.c.serial) == text.upper())
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _patient_condition(query: str) -> ColumnElement[bool]:
+    """A patient by ID (exact, then in any case) or by a part of the name, in any case.
+
+    The exact ID reads `ix_sessions_patient`; any other spelling or a name part is
+    compared row by row (lower case on both sides).
+    """
+    text = query.strip()
+    folded = text.lower()
+    return or_(
+        sessions.c.patient_id == text,
+        func.lower(sessions.c.patient_id) == folded,
+        func.lower(sessions.c.patient_name).like(f"%{_like_escaped(folded)}%", escape="\\"),
+    )
+
+
 def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _Plan:
     """The WHERE conditions and the driving index (see the module docstring)."""
     start_conditions: list[ColumnElement[bool]] = []
@@ -274,9 +321,9 @@ def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _
         conditions.append(false())
     conditions = start_conditions + conditions
     if flt.pump_serial:
-        conditions.append(pumps.c.serial == flt.pump_serial)
+        conditions.append(_pump_condition(flt.pump_serial))
     if flt.patient_id:
-        conditions.append(sessions.c.patient_id == flt.patient_id)
+        conditions.append(_patient_condition(flt.patient_id))
     filters = _evidence_filters(flt, default_profile)
 
     if flt.pump_serial or flt.patient_id or not filters:
@@ -417,7 +464,16 @@ def list_sessions(
     if backwards:
         fetched.reverse()
     documents = _evidence_of(connection, [int(row[0]) for row in fetched])
-    rows = [_list_row(row, documents.get(int(row[0]))) for row in fetched]
+    covering = payers_on(connection, [(row[7], row[3].date()) for row in fetched])
+    rows = [
+        _list_row(
+            row,
+            documents.get(int(row[0])),
+            covering.get((row[7], row[3].date())) if row[7] else None,
+            default_profile,
+        )
+        for row in fetched
+    ]
 
     notes: list[str] = []
     # The window ended before the page filled: the page after it goes on beyond it.
@@ -464,13 +520,19 @@ def _evidence_of(connection: Connection, pks: Sequence[int]) -> dict[int, Mappin
     return {int(pk): loads(text) for pk, text in rows}
 
 
-def _list_row(row: Any, document: Mapping[str, Any] | None) -> ListRow:
+def _list_row(
+    row: Any, document: Mapping[str, Any] | None, payer: Payer | None, default_profile: str
+) -> ListRow:
     codes: dict[str, str | None] = {}
     flags: tuple[str, ...] = ()
+    applies = None
     if document is not None:
         for profile, code in (document.get("codes") or {}).items():
             codes[str(profile)] = code.get("procedure") if isinstance(code, Mapping) else None
-        flags = tuple(str(f) for f in document.get("flags") or ())
+        flags = tuple(str(f) for f in document.get("flags") or () if f != NO_PAYER_ON_FILE)
+        if payer is None:
+            flags += (NO_PAYER_ON_FILE,)
+        applies = applicable(document.get("codes") or {}, payer, default_profile)
     return ListRow(
         pk=int(row[0]),
         session_id=row[1],
@@ -488,6 +550,9 @@ def _list_row(row: Any, document: Mapping[str, Any] | None) -> ListRow:
         codes=codes,
         flags=flags,
         has_evidence=document is not None,
+        payer=None if payer is None else payer.name,
+        applicable_profile=None if applies is None else applies.profile,
+        applicable=None if applies is None else applies.procedure,
     )
 
 

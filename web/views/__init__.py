@@ -8,6 +8,7 @@
 - `web.views.due`: refills due;
 - `web.views.imports`: import status, inbox, quarantine, re-queue;
 - `web.views.audit`: the audit log and replay runs;
+- `web.views.payers`: payers, coverage and providers (coders and admins edit);
 - `web.views.admin`: users;
 - `web.views.common`: what they share (redirects, not-found, `safe_next`).
 
@@ -16,14 +17,15 @@ button. Every page but `/login` needs a login (`current_user` / `require`);
 every POST checks the form's CSRF token first. Every page showing patient data
 records one audit entry before the answer is sent (`web.context.record_view`:
 actor, client address, route, filters, the IDs shown; docs/web.md "What is
-recorded"), as do logins, failed logins, logouts, user changes and re-queues.
+recorded"), as do logins, failed logins, logouts, user changes, re-queues and payer and coverage
+changes.
 Patient identifiers appear in pages and in the list's GET filter, never in
 logs or audit entries.
 """
 
 from fastapi import APIRouter
 
-from web.views import admin, audit, due, evidence, imports, login, pumps, sessions
+from web.views import admin, audit, due, evidence, imports, login, payers, pumps, sessions
 from web.views.common import safe_next
 from web.views.sessions import ListForm, parse_list_query
 
@@ -36,6 +38,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     due.router,
     imports.router,
     audit.router,
+    payers.router,
     admin.router,
 )
 

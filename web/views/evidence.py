@@ -25,7 +25,7 @@ from web.queries import raw_file, raw_files_of, session_record
 from web.replay import replay_pump_of
 from web.users import User
 from web.views.audit import REPLAY_ACTIONS, audit_entries
-from web.views.common import not_found
+from web.views.common import chosen_profile, keep_profile, list_url, not_found
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,7 +41,12 @@ def _view(request: Request, session_id: str) -> EvidenceView | None:
         return None
     with state.engine.connect() as connection:
         return build_evidence_view(
-            connection, session_id, state.rules, software_version=state.config.version
+            connection,
+            session_id,
+            state.rules,
+            software_version=state.config.version,
+            chosen_profile=chosen_profile(request),
+            supervising_physician=state.config.supervising_physician,
         )
 
 
@@ -73,7 +78,13 @@ def evidence_page(
     view = _audited_view(request, session_id, user, audit.VIEW_SESSION, None)
     if isinstance(view, Response):
         return view
-    return render(request, "evidence.html", {"nav": "sessions", "v": view, "packet": False})
+    response = render(
+        request,
+        "evidence.html",
+        {"nav": "sessions", "v": view, "packet": False, "list_url": list_url(request)},
+    )
+    keep_profile(request, response, view.chosen_profile)
+    return response
 
 
 @router.get("/sessions/{session_id}/packet")
@@ -83,15 +94,18 @@ def packet_page(
     view = _audited_view(request, session_id, user, audit.EXPORT_PACKET, "html")
     if isinstance(view, Response):
         return view
-    return render(
+    response = render(
         request,
         "packet.html",
         {
             "v": view,
             "packet": True,
             "generated": generated_stamp(utc_now(), user.username),
+            "list_url": list_url(request),
         },
     )
+    keep_profile(request, response, view.chosen_profile)
+    return response
 
 
 @router.get("/sessions/{session_id}/packet.pdf")

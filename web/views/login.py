@@ -47,7 +47,7 @@ from web.users import (
     record_login,
     session_cutoff,
 )
-from web.views.common import redirect, safe_next
+from web.views.common import forget_list, redirect, safe_next
 
 router = APIRouter(include_in_schema=False)
 
@@ -206,4 +206,5 @@ def logout(
     response = redirect("/login")
     clear_session_cookie(request, response)
     request.state.set_cookie = None
+    forget_list(request, response)
     return response

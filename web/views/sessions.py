@@ -1,6 +1,9 @@
 """The session list page: filters from the query string, keyset pages (`web.queries.listing`).
 
-Bad filter values are reported on the page and ignored; the procedure codes and
+Bad filter values are reported on the page and ignored, and a reversed date range
+says so; the filters and the chosen profile are kept for the browser session
+(`web.views.common.LIST_COOKIE`: the list without a query shows them again,
+`?clear=1` forgets them); the procedure codes and
 session flags offered are the evidence room's (`evidence.codes`,
 `evidence.flags`). A patient ID is a GET filter value, never logged.
 """
@@ -30,6 +33,7 @@ from web.queries import (
     list_sessions,
 )
 from web.users import User
+from web.views.common import remember_list, saved_list
 
 router = APIRouter(include_in_schema=False)
 
@@ -119,9 +123,16 @@ def parse_list_query(
         form.procedure = ""
     if form.sort not in SORTS:
         form.sort = "newest"
+    date_from = _parse_date(form.date_from, "From", errors)
+    date_to = _parse_date(form.date_to, "To", errors)
+    if date_from is not None and date_to is not None and date_from > date_to:
+        errors.append(
+            f"the date range is reversed: From ({date_from.isoformat()}) is after "
+            f"To ({date_to.isoformat()}), so no session can match"
+        )
     flt = SessionFilter(
-        date_from=_parse_date(form.date_from, "From", errors),
-        date_to=_parse_date(form.date_to, "To", errors),
+        date_from=date_from,
+        date_to=date_to,
         pump_serial=form.pump_serial or None,
         patient_id=form.patient_id or None,
         profile=form.profile or default_profile,
@@ -137,6 +148,10 @@ def parse_list_query(
 def sessions_page(request: Request, *, user: Annotated[User, Depends(current_user)]) -> Response:
     state = app_state(request)
     params = request.query_params
+    cleared = "clear" in params
+    if not params and not cleared:
+        # Back on the list: the filters this browser session chose last.
+        params = saved_list(request)
     profiles = [p.name for p in state.rules.profiles]
     form, flt, errors = parse_list_query(
         params, params.getlist("flag"), profiles, state.rules.default_profile
@@ -176,13 +191,14 @@ def sessions_page(request: Request, *, user: Annotated[User, Depends(current_use
             return None
         return "/sessions?" + urlencode([*base, ("cursor", cursor_text)])
 
-    return render(
+    response = render(
         request,
         "sessions.html",
         {
             "nav": "sessions",
             "form": form,
             "profiles": profiles,
+            "profile_labels": {p.name: p.title for p in state.rules.profiles},
             "chosen_profile": flt.profile,
             "procedures": PROCEDURE_CODES,
             "flag_choices": SESSION_FLAGS,
@@ -195,3 +211,5 @@ def sessions_page(request: Request, *, user: Annotated[User, Depends(current_use
             "prev_url": url(page.prev_cursor),
         },
     )
+    remember_list(request, response, base)
+    return response
