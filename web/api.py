@@ -437,6 +437,7 @@ def api_decision(
     "/sessions/{session_id}/decision",
     responses={
         **UNAUTHORIZED,
+        400: {"model": Problem, "description": "a body that is not JSON text"},
         403: {"model": Problem, "description": "only coders and admins sign off"},
         404: {"model": Problem, "description": "no such session"},
         422: {"model": DecisionRefused, "description": "a field is wrong, or a blocking edit"},

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from importlib import metadata
@@ -205,6 +205,17 @@ def create_app(
     return app
 
 
+def _field_name(loc: Sequence[object]) -> str:
+    """`("body", "drugs", 0, "units")` as `drugs[0].units`; the request part is dropped."""
+    name = ""
+    for part in list(loc)[1:] if len(loc) > 1 else list(loc):
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name
+
+
 def _wants_json(request: Request) -> bool:
     path = request.url.path
     return path.startswith("/api/") or path in {"/api", "/openapi.json"}
@@ -265,7 +276,14 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         problems = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": e.get("type"),
+                # The same naming as a refused sign-off (`drugs[0].units`).
+                "field": _field_name(e.get("loc", ())),
+                "message": str(e.get("msg", "")),
+            }
             for e in exc.errors()
         ]
         if _wants_json(request):

@@ -134,7 +134,18 @@ def test_an_unknown_session_is_404_json(coder: TestClient) -> None:
 
 def test_the_openapi_document_describes_the_api(coder: TestClient) -> None:
     document = coder.get("/openapi.json").json()
-    assert set(document["paths"]) == {"/api/sessions", "/api/sessions/{session_id}"}
+    assert set(document["paths"]) == {
+        "/api/sessions",
+        "/api/sessions/{session_id}",
+        "/api/sessions/{session_id}/decision",
+    }
+    decision = document["paths"]["/api/sessions/{session_id}/decision"]
+    assert set(decision) == {"get", "put"}
+    assert {"200", "401", "403", "404", "422"} <= set(decision["put"]["responses"])
+    put_body = decision["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert put_body["$ref"].endswith("/DecisionIn")
+    required = document["components"]["schemas"]["DecisionIn"]["required"]
+    assert set(required) == {"procedure", "diagnoses", "rendering_npi"}
     list_op = document["paths"]["/api/sessions"]["get"]
     names = {p["name"] for p in list_op["parameters"]}
     assert {
