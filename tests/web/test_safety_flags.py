@@ -99,10 +99,12 @@ def test_the_evidence_page_shows_safety_flags_first(coder: TestClient, troubled:
     banner = re.search(r'<section class="flags-banner".*?</section>', page, re.S)
     assert banner is not None
     shown = re.findall(r'class="banner banner-(\w+) flag-(\w+)"', banner.group(0))
+    # The safety flags lead; `no_payer_on_file` (no coverage in this fixture) follows.
     assert shown == [
         ("danger", "critical_alarm"),
         ("danger", "reservoir_depleted"),
         ("danger", "refill_overdue"),
+        ("info", "no_payer_on_file"),
     ]
     # Above every other section of the evidence, the critical-alarm box included.
     assert page.index('id="flags"') < page.index('id="critical-alarms"')
