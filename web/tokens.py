@@ -24,7 +24,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -125,14 +125,14 @@ _LIST_COLUMNS = (
 )
 
 
-def _api_token(row: tuple[object, ...]) -> ApiToken:
+def _api_token(row: Any) -> ApiToken:
     return ApiToken(
-        id=int(row[0]),  # type: ignore[call-overload]
+        id=int(row[0]),
         username=str(row[1]),
         label=str(row[2]),
-        created_at=row[3],  # type: ignore[arg-type]
-        last_used_at=row[4],  # type: ignore[arg-type]
-        revoked_at=row[5],  # type: ignore[arg-type]
+        created_at=row[3],
+        last_used_at=row[4],
+        revoked_at=row[5],
     )
 
 
@@ -145,7 +145,7 @@ def list_tokens(connection: Connection, username: str | None = None) -> list[Api
             raise TokenError(f"no user {username!r}")
         query = query.where(api_tokens.c.user_id == user.id)
     rows = connection.execute(query.order_by(api_tokens.c.id))
-    return [_api_token(tuple(row)) for row in rows]
+    return [_api_token(row) for row in rows]
 
 
 def get_token(connection: Connection, token_id: int) -> ApiToken | None:
@@ -154,7 +154,7 @@ def get_token(connection: Connection, token_id: int) -> ApiToken | None:
         .join(users, users.c.id == api_tokens.c.user_id)
         .where(api_tokens.c.id == token_id)
     ).first()
-    return None if row is None else _api_token(tuple(row))
+    return None if row is None else _api_token(row)
 
 
 def revoke_token(connection: Connection, token_id: int) -> tuple[ApiToken, bool]:
