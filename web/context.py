@@ -13,7 +13,8 @@ token of another system in `Authorization: Bearer <token>` (`web.tokens`): the
 request then acts for the token's account with its current role, the session
 cookie is not looked at, no CSRF token is asked for (a browser never sends a
 bearer token on its own), and a token that is not valid is refused with 401
-(`TokenRefused`) whatever cookie comes with it. Pages take the cookie only.
+(`TokenRefused`) whatever cookie comes with it, as is an `Authorization`
+header of another scheme. Pages take the cookie only.
 """
 
 from __future__ import annotations
@@ -193,8 +194,10 @@ def is_api_request(request: Request) -> bool:
 def bearer_token(request: Request) -> str | None:
     """The credentials of an API request's `Authorization: Bearer` header, or None.
 
-    None on a page, and without the header or with another scheme; "" for a
-    Bearer header without credentials (refused like a wrong token).
+    None on a page and without the header. "" for a Bearer header without
+    credentials and for any other scheme: an API request that brings an
+    `Authorization` header is decided by it (refused like a wrong token), never
+    by a cookie beside it.
     """
     if not is_api_request(request):
         return None
@@ -203,7 +206,7 @@ def bearer_token(request: Request) -> str | None:
         return None
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer":
-        return None
+        return ""
     return credentials.strip()
 
 

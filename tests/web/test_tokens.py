@@ -230,7 +230,9 @@ def test_requests_without_a_valid_token_get_401_on_every_api_route(
             assert response.headers["www-authenticate"].startswith("Bearer ")
             assert 'error="invalid_token"' in response.headers["www-authenticate"]
         # A valid token in another scheme is no bearer token.
-        assert client.get(path, headers={"Authorization": f"Basic {valid}"}).status_code == 401
+        other_scheme = client.get(path, headers={"Authorization": f"Basic {valid}"})
+        assert other_scheme.status_code == 401
+        assert 'error="invalid_token"' in other_scheme.headers["www-authenticate"]
     assert len(api_entries(engine)) == before  # nothing was shown
 
     with write_transaction(engine) as connection:
@@ -247,9 +249,17 @@ def test_a_bad_token_is_refused_even_beside_a_valid_login_cookie(
     coder: TestClient, data: DemoData
 ) -> None:
     assert coder.get("/api/sessions").status_code == 200
-    response = coder.get("/api/sessions", headers=bearer(TOKEN_PREFIX + "B" * 43))
-    assert response.status_code == 401
-    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    for headers in (
+        bearer(TOKEN_PREFIX + "B" * 43),
+        {"Authorization": "Basic Y29yYTpzeW50aGV0aWMtcGFzcy0xMjM="},
+        {"Authorization": "?-"},
+    ):
+        response = coder.get("/api/sessions", headers=headers)
+        assert response.status_code == 401, headers
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    # Pages take the cookie and pay no heed to an Authorization header.
+    page = coder.get("/sessions", headers=bearer(TOKEN_PREFIX + "B" * 43))
+    assert page.status_code == 200
 
 
 def test_a_token_opens_no_page(client: TestClient, engine: Engine, data: DemoData) -> None:
