@@ -1,4 +1,4 @@
-"""The tables of web accounts and the per-profile code index (migrations 0003, 0005).
+"""The tables of web accounts, API tokens and the per-profile code index (migrations 0003, 0005, 0008).
 
 - `users`: one account of the web view (`pumptrail user add`), its role
   (`coder`, `auditor`, `admin`), an argon2 password hash and a `session_version`
@@ -12,6 +12,11 @@
 - `login_throttle`: failed logins counted per client address (`addr:<ip>`) and
   per account name (`user:<name in lower case>`), kept in the database so the
   count survives a restart and is shared by every worker (`web.throttle`).
+- `api_tokens`: one row per API token of another system (`pumptrail token
+  create`, `web.tokens`), keyed by the SHA-256 of the random bearer token (the
+  token itself is never stored), with the account it acts for, a label, and
+  when it was created, last used (at most a minute stale) and revoked. Deleting
+  an account deletes its tokens (ON DELETE CASCADE).
 - `evidence_codes`: the CPT code of each stored session under every payer profile
   (docs/coding-rules.md §3), copied from the evidence document so the session list can
   filter by "code under profile P" through an index. `evidence.procedure` already
@@ -40,6 +45,7 @@ ROLE_LEN = 16
 HASH_LEN = 255
 PROFILE_LEN = 64
 PROCEDURE_LEN = 16
+TOKEN_LABEL_LEN = 64
 # "addr:" or "user:" and an IPv6 address or a user name.
 THROTTLE_KEY_LEN = 80
 
@@ -101,7 +107,24 @@ class LoginThrottleRow(Base):
     __table_args__ = (Index("ix_login_throttle_last", "last_failure_at"),)
 
 
+class ApiTokenRow(Base):
+    """One API token: the SHA-256 of the bearer token, its account, label and times."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(TOKEN_LABEL_LEN))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_api_tokens_user", "user_id"),)
+
+
 users = table_of(UserRow)
 web_sessions = table_of(WebSessionRow)
 login_throttle = table_of(LoginThrottleRow)
+api_tokens = table_of(ApiTokenRow)
 evidence_codes = table_of(EvidenceCodeRow)

@@ -9,11 +9,17 @@
   of service, its profile and that profile's code) and, without coverage, the
   flag `no_payer_on_file`, both looked up when the document is read.
 
-Same login as the pages (the session cookie); without it the answer is 401 with
-a JSON body. Every answer is an export and is recorded in the audit log
-(`export_api`): the target is the session ID or `sessions`; the detail holds
-the route, the client address, the filters with their values (a patient ID
-filter only as `patient_filter: true`) and the session IDs of the answer.
+Other systems send an API token (`pumptrail token create`, `web.tokens`) as
+`Authorization: Bearer <token>`: the request acts for the token's account with
+its current role, and needs no CSRF token. A browser uses the same login as the
+pages (the session cookie). Without either the answer is 401 with a JSON body;
+a token that is not valid (unknown, revoked, or of a disabled account) gets 401
+too. Both schemes are declared in the OpenAPI document. Every answer is an
+export and is recorded in the audit log (`export_api`): the actor is the
+account's user name, the target is the session ID or `sessions`; the detail
+holds the route, the client address, the API token's ID (`token_id`) when a
+token was used, the filters with their values (a patient ID filter only as
+`patient_filter: true`) and the session IDs of the answer.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyCookie
+from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db import audit
@@ -54,7 +60,21 @@ cookie_scheme = APIKeyCookie(
 # Roles that may sign off a visit (auditors read, they do not bill).
 SIGN_OFF_ROLES = frozenset({"coder", "admin"})
 
-router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(cookie_scheme)])
+# Documents the API tokens of other systems; the check itself is `current_user`
+# (web.context reads the Authorization header, 401 from the app's handler).
+bearer_scheme = HTTPBearer(
+    scheme_name="apiToken",
+    bearerFormat="pt_ token",
+    auto_error=False,
+    description="An API token made by `pumptrail token create USER` "
+    '(docs/web.md "The JSON API"); it acts with its account\'s current role.',
+)
+
+router = APIRouter(
+    prefix="/api",
+    tags=["api"],
+    dependencies=[Depends(bearer_scheme), Depends(cookie_scheme)],
+)
 
 
 def _iso_date(value: object) -> object:
@@ -188,7 +208,7 @@ class SessionList(BaseModel):
 
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "not logged in"}
+    401: {"model": Problem, "description": "not logged in, or the API token is not valid"}
 }
 
 

@@ -16,8 +16,11 @@ one tiny script, no CDN. What every response gets:
   own access log off.
 
 A POST whose `Origin` names another site is refused before any route runs
-(besides each form's CSRF token). Not logged in: a page request is redirected to
-`/login?next=...`, an API request (and `/openapi.json`) gets 401 with a JSON body.
+(besides each form's CSRF token), unless it is an API request with a bearer
+token (`web.context`). Not logged in: a page request is redirected to
+`/login?next=...`, an API request (and `/openapi.json`) gets 401 with a JSON body
+and the challenges `Bearer` and `Cookie`; a bearer token that is not valid gets
+401 with `Bearer ... error="invalid_token"` (RFC 6750 §3).
 
 The import pipeline writes the per-profile code index (table `evidence_codes`)
 with the evidence. While the app runs, a `db.code_index.CodeIndexer` thread
@@ -60,9 +63,12 @@ from web.context import (
     CsrfRefused,
     Forbidden,
     LoginRequired,
+    TokenRefused,
     WebConfig,
     app_state,
+    bearer_token,
     current_user,
+    is_api_request,
     is_secure,
     render,
 )
@@ -150,7 +156,9 @@ def create_app(
         version=config.version,
         summary="Evidence from implanted drug-pump programmer sessions",
         description=(
-            "JSON API of the pumptrail web view. Log in with POST /login (form fields "
+            "JSON API of the pumptrail web view. Other systems send an API token "
+            "(`pumptrail token create USER`) as `Authorization: Bearer <token>`; it acts "
+            "with its account's role. Or log in with POST /login (form fields "
             "`username`, `password` and the `csrf_token` of GET /login), then send the "
             "`pt_session` cookie. Evidence documents follow docs/session-json.md."
         ),
@@ -217,19 +225,23 @@ def _field_name(loc: Sequence[object]) -> str:
 
 
 def _wants_json(request: Request) -> bool:
-    path = request.url.path
-    return path.startswith("/api/") or path in {"/api", "/openapi.json"}
+    return is_api_request(request)
 
 
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
-    async def login_required(request: Request, _exc: LoginRequired) -> Response:
-        if _wants_json(request):
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if isinstance(exc, TokenRefused):
             return JSONResponse(
-                {"detail": "not logged in"},
+                {"detail": "API token not valid (unknown, revoked, or its account is disabled)"},
                 status_code=401,
-                headers={"WWW-Authenticate": 'Cookie realm="pumptrail", form="/login"'},
+                headers={"WWW-Authenticate": BEARER_REFUSED},
             )
+        if _wants_json(request):
+            response = JSONResponse({"detail": "not logged in"}, status_code=401)
+            for challenge in LOGIN_CHALLENGES:
+                response.headers.append("WWW-Authenticate", challenge)
+            return response
         target = request.url.path
         if request.method == "GET" and request.url.query:
             target += "?" + request.url.query
@@ -296,6 +308,12 @@ def _install_handlers(app: FastAPI) -> None:
         )
 
 
+# RFC 6750 §3: the challenge of a refused bearer token, and those of a request
+# that brought no credentials at all.
+BEARER_REFUSED = 'Bearer realm="pumptrail", error="invalid_token"'
+LOGIN_CHALLENGES = ('Bearer realm="pumptrail"', 'Cookie realm="pumptrail", form="/login"')
+
+
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
@@ -311,7 +329,8 @@ def _install_middleware(app: FastAPI) -> None:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        if request.method == "POST" and not _same_origin(request):
+        # A bearer request is checked by its token; browsers never add one unasked.
+        if request.method == "POST" and bearer_token(request) is None and not _same_origin(request):
             response: Response = JSONResponse(
                 {"detail": "cross-site form refused"}, status_code=403
             )

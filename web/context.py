@@ -7,6 +7,14 @@ Every route but `/login` and the static files goes through `current_user` (or
 `require`): without a valid session cookie a page request is redirected to the
 login page and an API request gets 401 (`LoginRequired`, handled in `web.app`).
 Every POST route calls `check_csrf` first.
+
+The API (`/api/...` and `/openapi.json`, `is_api_request`) also takes an API
+token of another system in `Authorization: Bearer <token>` (`web.tokens`): the
+request then acts for the token's account with its current role, the session
+cookie is not looked at, no CSRF token is asked for (a browser never sends a
+bearer token on its own), and a token that is not valid is refused with 401
+(`TokenRefused`) whatever cookie comes with it, as is an `Authorization`
+header of another scheme. Pages take the cookie only.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from web.auth import (
     tokens_match,
 )
 from web.throttle import LoginThrottle
+from web.tokens import token_login
 from web.users import User, browser_session_open, get_user
 
 log = logging.getLogger(__name__)
@@ -127,6 +136,14 @@ class LoginRequired(PumptrailError):
     """
 
 
+class TokenRefused(LoginRequired):
+    """Raised by `current_user` when an API request's bearer token is not valid.
+
+    Unknown, malformed or revoked, or a token of a disabled account; `web.app`
+    answers 401 with `WWW-Authenticate: Bearer ... error="invalid_token"`.
+    """
+
+
 class Forbidden(PumptrailError):
     """Raised by `require(role)` when the logged-in account's role is below `role`.
 
@@ -173,14 +190,59 @@ def browser_session(request: Request) -> BrowserSession | None:
     return session
 
 
+def is_api_request(request: Request) -> bool:
+    """Whether the request is for the JSON API or its OpenAPI document (bearer tokens count)."""
+    path = request.url.path
+    return path.startswith("/api/") or path in {"/api", "/openapi.json"}
+
+
+def bearer_token(request: Request) -> str | None:
+    """The credentials of an API request's `Authorization: Bearer` header, or None.
+
+    None on a page and without the header. "" for a Bearer header without
+    credentials and for any other scheme: an API request that brings an
+    `Authorization` header is decided by it (refused like a wrong token), never
+    by a cookie beside it.
+    """
+    if not is_api_request(request):
+        return None
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return credentials.strip()
+
+
+def token_id_of(request: Request) -> int | None:
+    """The ID of the API token the request was authorized by, or None (cookie login)."""
+    token_id: int | None = getattr(request.state, "token_id", None)
+    return token_id
+
+
 def optional_user(request: Request) -> User | None:
-    """The logged-in account, or None (no cookie, expired, logged out, disabled)."""
+    """The account the request acts for, or None.
+
+    An API request with a bearer token: the token's account, or None when the
+    token is not valid (`current_user` then raises `TokenRefused`). Otherwise the
+    session cookie's account, or None (no cookie, expired, logged out, disabled).
+    """
     cached: User | bool | None = getattr(request.state, "user", False)
     if cached is not False and not isinstance(cached, bool):
         return cached
     if cached is None:
         return None
     state = app_state(request)
+    token = bearer_token(request)
+    if token is not None:
+        login = token_login(state.engine, token) if token else None
+        request.state.user = None if login is None else login.user
+        if login is None:
+            request.state.token_refused = True
+            return None
+        request.state.token_id = login.token_id
+        return login.user
     session = browser_session(request)
     user = None
     if session is not None:
@@ -206,6 +268,8 @@ def optional_user(request: Request) -> User | None:
 def current_user(request: Request) -> User:
     user = optional_user(request)
     if user is None:
+        if getattr(request.state, "token_refused", False):
+            raise TokenRefused
         raise LoginRequired
     return user
 
@@ -244,7 +308,14 @@ def check_login_csrf(request: Request, given: str | None) -> None:
 
 
 def check_csrf(request: Request, given: str | None) -> None:
-    """Refuse a POST whose form token is not the session's (or the login form's)."""
+    """Refuse a POST whose form token is not the session's (or the login form's).
+
+    An API request with a bearer token needs none: the token is checked instead
+    (`TokenRefused` when it is not valid).
+    """
+    if bearer_token(request) is not None:
+        current_user(request)
+        return
     session = browser_session(request)
     expected = session.csrf if session is not None else None
     if expected is None:
@@ -311,8 +382,9 @@ def record_view(
 ) -> None:
     """Record a view of patient data (docs/web.md "What is recorded"): who, from where, what was shown.
 
-    The detail holds the route template, the client address, the filters with
-    their values (`filters`; never a patient ID: a patient filter is recorded as
+    The actor is the account's user name. The detail holds the route template,
+    the client address, the API token's ID (`token_id`, when a bearer token
+    authorized the request), the filters with their values (`filters`; never a patient ID: a patient filter is recorded as
     `patient_filter: true`) and the IDs the answer shows (`shown`, e.g.
     `session_ids=[...]`, `pump_serials=[...]`: at most one page of them).
     """
@@ -320,6 +392,9 @@ def record_view(
         "route": route_template(request),
         "client": client_address(request),
     }
+    token_id = token_id_of(request)
+    if token_id is not None:
+        detail["token_id"] = token_id
     if filters:
         detail["filters"] = dict(filters)
     detail.update(shown)
