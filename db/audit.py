@@ -77,6 +77,8 @@ TOKEN_CREATE: Final = "token_create"  # noqa: S105 - an action name
 TOKEN_REVOKE: Final = "token_revoke"  # noqa: S105 - an action name
 REQUEUE: Final = "requeue"
 SIGN_OFF: Final = "sign_off"
+EXPORT_CHARGES: Final = "export_charges"
+VIEW_CHARGES: Final = "view_charges"
 RAW_MIGRATE: Final = "raw_migrate"
 DISMISS: Final = "quarantine_dismiss"
 # Payers, coverage periods and providers (`db.payers`); a coverage entry's target is

@@ -228,6 +228,34 @@ def list_decisions(
     return [DecisionListRow(*row) for row in connection.execute(query)]
 
 
+def current_decisions(
+    connection: Connection, *, since: date | None = None
+) -> list[tuple[DecisionVersion, str | None]]:
+    """Every session's current decision (with the session's patient ID) whose date of
+    service (the session's local start date) is on or after `since`, oldest first."""
+    table = decision_versions_table
+    newest = (
+        select(table.c.session_pk, func.max(table.c.version).label("version"))
+        .group_by(table.c.session_pk)
+        .subquery()
+    )
+    query = (
+        select(*_COLUMNS, sessions.c.patient_id)
+        .select_from(table)
+        .join(
+            newest,
+            (newest.c.session_pk == table.c.session_pk) & (newest.c.version == table.c.version),
+        )
+        .join(sessions, sessions.c.id == table.c.session_pk)
+    )
+    if since is not None:
+        query = query.where(
+            sessions.c.session_start_local >= datetime.combine(since, datetime.min.time())
+        )
+    query = query.order_by(sessions.c.session_start_local, sessions.c.session_id)
+    return [(_version(row), row[6]) for row in connection.execute(query)]
+
+
 def decisions_on_day(
     connection: Connection, patient_id: str, day: date, *, except_session: str | None = None
 ) -> list[DecisionVersion]:
@@ -255,6 +283,7 @@ __all__: Sequence[str] = (
     "DecisionVersion",
     "UnknownSession",
     "current_decision",
+    "current_decisions",
     "decision_versions",
     "decisions_on_day",
     "list_decisions",

@@ -406,3 +406,65 @@ def drug_line(
         drug=drug or ("" if code is None else code.name),
         diagnosis_pointers=diagnosis_pointers,
     )
+
+
+# ---------------------------------------------------------------------------
+# The JSON a decision is stored and answered as (docs/web.md "Sign-off")
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    visit, *others = decision.procedures
+    return {
+        "procedure": visit.code,
+        "modifiers": list(visit.modifiers),
+        "em_codes": [
+            {"code": p.code, "modifiers": list(p.modifiers), "units": p.units} for p in others
+        ],
+        "diagnoses": list(decision.diagnoses),
+        "rendering_npi": decision.rendering_npi,
+        "drugs": [
+            {
+                "hcpcs": d.hcpcs,
+                "units": d.units,
+                "discarded_units": d.discarded_units,
+                "single_dose": d.single_dose,
+                "modifiers": list(d.modifiers),
+                "ndc": d.ndc,
+                "drug": d.drug,
+            }
+            for d in decision.drugs
+        ],
+        "reason": decision.reason,
+        "specialty_pharmacy_supplied": decision.specialty_pharmacy_supplied,
+        "date_of_service": decision.date_of_service.isoformat(),
+    }
+
+
+def decision_from_json(
+    session_id: str, patient_id: str | None, stored: Mapping[str, Any]
+) -> Decision:
+    procedures = [ProcedureLine(str(stored["procedure"]), tuple(stored.get("modifiers", ())))] + [
+        ProcedureLine(str(p["code"]), tuple(p.get("modifiers", ())), int(p.get("units", 1)))
+        for p in stored.get("em_codes", ())
+    ]
+    return Decision(
+        session_id=session_id,
+        date_of_service=date.fromisoformat(str(stored["date_of_service"])),
+        procedures=tuple(procedures),
+        diagnoses=tuple(stored.get("diagnoses", ())),
+        rendering_npi=str(stored.get("rendering_npi", "")),
+        drugs=tuple(
+            DrugLine(
+                hcpcs=str(d["hcpcs"]),
+                units=int(d["units"]),
+                single_dose=bool(d.get("single_dose", True)),
+                discarded_units=int(d.get("discarded_units", 0)),
+                ndc=d.get("ndc"),
+                drug=str(d.get("drug", "")),
+            )
+            for d in stored.get("drugs", ())
+        ),
+        reason=stored.get("reason"),
+        specialty_pharmacy_supplied=bool(stored.get("specialty_pharmacy_supplied", False)),
+        patient_id=patient_id,
+    )

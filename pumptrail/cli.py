@@ -42,6 +42,7 @@ COMMANDS: tuple[str, ...] = (
     "raw",
     "audit",
     "decisions",
+    "charges",
     "keys",
     "packet",
     "settings",

@@ -152,6 +152,13 @@ VIEWS: dict[str, Viewed] = {
         "session_ids",
         lambda d, s, ids: ids == [s],
     ),
+    "/charges": Viewed(
+        audit.VIEW_CHARGES,
+        "cora",
+        lambda d, s: "/charges?since=2000-01-01",
+        "session_ids",
+        lambda d, s, ids: isinstance(ids, list),
+    ),
     "/api/sessions/{session_id}/decision": Viewed(
         audit.EXPORT_API,
         "cora",

@@ -9,6 +9,7 @@
 - `web.views.imports`: import status, inbox, quarantine, re-queue;
 - `web.views.audit`: the audit log and replay runs;
 - `web.views.payers`: payers, coverage and providers (coders and admins edit);
+- `web.views.charges`: the charge lines of signed-off visits;
 - `web.views.admin`: users;
 - `web.views.common`: what they share (redirects, not-found, `safe_next`).
 
@@ -25,7 +26,18 @@ logs or audit entries.
 
 from fastapi import APIRouter
 
-from web.views import admin, audit, due, evidence, imports, login, payers, pumps, sessions
+from web.views import (
+    admin,
+    audit,
+    charges,
+    due,
+    evidence,
+    imports,
+    login,
+    payers,
+    pumps,
+    sessions,
+)
 from web.views.common import safe_next
 from web.views.sessions import ListForm, parse_list_query
 
@@ -39,6 +51,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     imports.router,
     audit.router,
     payers.router,
+    charges.router,
     admin.router,
 )
 
