@@ -274,6 +274,13 @@ def api_sessions(
             cursor=page_cursor,
             limit=limit,
         )
+    notes = list(page.notes)
+    if date_from is not None and date_to is not None and date_from > date_to:
+        notes.insert(
+            0,
+            f"the date range is reversed: date_from ({date_from.isoformat()}) is after "
+            f"date_to ({date_to.isoformat()}), so no session can match",
+        )
     filters: dict[str, object] = {
         name: value.isoformat() if isinstance(value, date) else value
         for name, value in (
@@ -304,7 +311,7 @@ def api_sessions(
         profile=chosen,
         count=page.count,
         count_capped=page.count_capped,
-        notes=page.notes,
+        notes=notes,
         items=[
             SessionItem(
                 session_id=row.session_id,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from evidence import derive, diff
+from evidence import derive, diff, payers
 from evidence.codes import DECISION_TABLE, PROCEDURE_CODES
 from evidence.flags import SESSION_FLAGS
 
 
-def test_every_flag_the_derivation_raises_is_enumerated() -> None:
+def test_every_flag_the_evidence_room_raises_is_enumerated() -> None:
     raised = {
         derive.CRITICAL_ALARM,
         derive.BATTERY_ERI,
@@ -18,6 +18,8 @@ def test_every_flag_the_derivation_raises_is_enumerated() -> None:
         derive.NO_PRIOR_SESSION,
         derive.CHAIN_GAP,
         derive.CONFLICTING_EXPORTS,
+        # Raised when the evidence is read, from the coverage on file (§9.1).
+        payers.NO_PAYER_ON_FILE,
     }
     assert raised == set(SESSION_FLAGS)
     assert derive.SESSION_FLAG_ORDER == SESSION_FLAGS

@@ -158,3 +158,11 @@ def test_searches_ignore_case_and_find_a_patient_by_name(
 def test_a_reversed_date_range_says_so(coder: TestClient) -> None:
     page = coder.get("/sessions", params={"date_from": "2026-05-01", "date_to": "2026-04-01"})
     assert "the date range is reversed: From (2026-05-01) is after To (2026-04-01)" in page.text
+
+
+def test_the_api_says_a_date_range_is_reversed(coder: TestClient) -> None:
+    body = coder.get(
+        "/api/sessions", params={"date_from": "2026-05-01", "date_to": "2026-04-01"}
+    ).json()
+    assert body["items"] == []
+    assert body["notes"][0].startswith("the date range is reversed: date_from (2026-05-01)")

@@ -33,7 +33,15 @@ from db.payers import (
     list_providers,
 )
 from evidence.payers import CoverageError
-from web.context import Forbidden, app_state, check_csrf, current_user, record_view, render
+from web.context import (
+    Forbidden,
+    app_state,
+    check_csrf,
+    client_address,
+    current_user,
+    record_view,
+    render,
+)
 from web.users import User
 from web.views.common import MESSAGES, redirect
 
@@ -69,12 +77,12 @@ def _day(text: str, label: str) -> date:
     return found
 
 
-def _coverage_detail(period: StoredCoverage) -> dict[str, object]:
+def _coverage_detail(request: Request, period: StoredCoverage) -> dict[str, object]:
     return {
         "payer": period.payer,
         "from": period.starts_on.isoformat(),
         "to": None if period.ends_on is None else period.ends_on.isoformat(),
-        "client": "web",
+        "client": client_address(request),
     }
 
 
@@ -176,7 +184,7 @@ def coverage_add(
                 actor=user.username,
                 action=audit.COVERAGE_ADD,
                 target=f"coverage:{period.pk}",
-                detail=_coverage_detail(period),
+                detail=_coverage_detail(request, period),
             )
     except CoverageError as exc:
         return _payers_page(request, user, error=str(exc), status_code=400)
@@ -205,7 +213,7 @@ def coverage_end(
                 actor=user.username,
                 action=audit.COVERAGE_END,
                 target=f"coverage:{period.pk}",
-                detail=_coverage_detail(period),
+                detail=_coverage_detail(request, period),
             )
     except CoverageError as exc:
         return _payers_page(request, user, error=str(exc), status_code=400)
