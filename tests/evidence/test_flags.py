@@ -37,6 +37,7 @@ def test_every_flag_the_evidence_room_raises_is_enumerated() -> None:
         "no_prior_session",
         "chain_gap",
         "conflicting_exports",
+        "no_payer_on_file",
     )
 
 
