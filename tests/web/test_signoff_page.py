@@ -6,12 +6,16 @@ in bulk, and the audit entries."""
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from db import audit
+from db.engine import write_transaction
+from db.models import sessions
+from db.payers import add_payer, add_provider, assign_coverage
 from tests.web.support import DemoData, csrf_of
 from tests.web.test_pages import audit_entries
 
@@ -175,3 +179,111 @@ def test_a_sign_off_without_the_csrf_token_is_refused(coder: TestClient, data: D
     response = coder.post(f"/sessions/{session_id}/decision", data=fields, follow_redirects=False)
     assert response.status_code in (400, 403)
     assert coder.get(f"/api/sessions/{session_id}/decision").json()["versions"] == []
+
+
+# ---------------------------------------------------------------------------
+# The bulk action on the list
+
+
+def cover_everyone(engine: Engine) -> None:
+    """Coverage for every fixture patient and a physician for every operator ID, so
+    visits without other flags are clean."""
+    with write_transaction(engine) as connection:
+        add_payer(connection, "Lakeside Health Plan", "any-setting", ["any-setting"])
+        rows = connection.execute(
+            select(sessions.c.patient_id, sessions.c.operator_id).distinct()
+        ).all()
+        for patient in sorted({str(r[0]) for r in rows if r[0]}):
+            assign_coverage(connection, patient, "Lakeside Health Plan", date(2000, 1, 1))
+        for operator in sorted({str(r[1]) for r in rows}):
+            add_provider(connection, operator, npi=NPI, name=f"Dr {operator}", role="physician")
+
+
+def listed(client: TestClient) -> tuple[list[str], list[str]]:
+    """The list's selectable session IDs, and every session ID shown."""
+    page = client.get("/sessions?limit=100").text
+    return (
+        re.findall(r'name="session_id" value="([^"]+)"', page),
+        re.findall(r'class="session-link" href="/sessions/([^"]+)"', page),
+    )
+
+
+def bulk(client: TestClient, session_ids: list[str], diagnoses: str = "G89.4") -> Any:
+    token = csrf_of(client.get("/sessions").text)
+    return client.post(
+        "/sessions/sign-off",
+        data={"csrf_token": token, "session_id": session_ids, "diagnoses": diagnoses},
+    )
+
+
+def test_only_visits_without_flags_can_be_ticked(coder: TestClient, engine: Engine) -> None:
+    selectable, shown = listed(coder)
+    assert selectable == []  # no coverage on file: every visit has a flag
+    cover_everyone(engine)
+    selectable, shown = listed(coder)
+    assert selectable and set(selectable) < set(shown)
+    for session_id in selectable:
+        assert coder.get(f"/api/sessions/{session_id}").json()["flags"] == []
+
+
+def test_bulk_signs_the_clean_visits_with_their_applicable_codes(
+    coder: TestClient, engine: Engine
+) -> None:
+    cover_everyone(engine)
+    selectable, _shown = listed(coder)
+    chosen = selectable[:3]
+    response = bulk(coder, chosen, "g89.4, Z45.1")
+    assert response.status_code == 200, response.text
+    assert f"{len(chosen)} visits signed off." in response.text
+    for session_id in chosen:
+        answer = coder.get(f"/api/sessions/{session_id}/decision").json()
+        assert answer["current"]["version"] == 1
+        assert answer["current"]["procedure"] == answer["applicable"]["procedure"]
+        assert answer["current"]["diagnoses"] == ["G89.4", "Z45.1"]
+        assert answer["current"]["rendering_npi"] == NPI
+    entries = audit_entries(engine, audit.SIGN_OFF)
+    assert sorted(e.target for e in entries) == sorted(chosen)
+    assert all(e.detail["bulk"] is True and e.actor == "cora" for e in entries)
+
+
+def test_bulk_refuses_a_flagged_visit_sent_anyway(
+    coder: TestClient, data: DemoData, engine: Engine
+) -> None:
+    cover_everyone(engine)
+    selectable, shown = listed(coder)
+    flagged = next(s for s in shown if s not in selectable)
+    response = bulk(coder, [selectable[0], flagged])
+    assert response.status_code == 200
+    assert "1 visit signed off, 1 refused." in response.text
+    refused = response.text[response.text.index('id="bulk-refused"') :]
+    assert flagged in refused and "has flags" in refused
+    assert coder.get(f"/api/sessions/{flagged}/decision").json()["versions"] == []
+    assert [e.target for e in audit_entries(engine, audit.SIGN_OFF)] == [selectable[0]]
+
+
+def test_bulk_refuses_a_visit_already_signed_and_bad_diagnoses(
+    coder: TestClient, engine: Engine
+) -> None:
+    cover_everyone(engine)
+    selectable, _shown = listed(coder)
+    assert "1 visit signed off." in bulk(coder, selectable[:1]).text
+    again = bulk(coder, selectable[:2], "nonsense")
+    assert "0 visits signed off, 2 refused." in again.text
+    assert "already signed off (version 1)" in again.text
+    assert "diagnoses[0]" in again.text
+    assert len(audit_entries(engine, audit.SIGN_OFF)) == 1
+
+
+def test_bulk_is_for_coders_and_admins(auditor: TestClient, engine: Engine) -> None:
+    cover_everyone(engine)
+    page = auditor.get("/sessions").text
+    assert 'id="bulk-sign-off"' not in page and 'name="session_id"' not in page
+    response = bulk(auditor, ["anything"])
+    assert response.status_code == 403
+    assert audit_entries(engine, audit.SIGN_OFF) == []
+
+
+def test_bulk_without_a_ticked_visit_says_so(coder: TestClient) -> None:
+    response = bulk(coder, [])
+    assert response.status_code == 400
+    assert "No visit was ticked" in response.text
