@@ -3,8 +3,9 @@
 uvicorn serves the app on a free 127.0.0.1 port in a thread, over a database the
 real import pipeline filled from synthetic exports. The browser logs in, filters
 the list, opens a session, sees the changed cells and the codes, downloads the
-PDF packet, logs out; a coder signs a visit off on its evidence page; an unauthenticated request lands on the login page; a form
-stripped of its CSRF token is refused. No browser is downloaded: without
+PDF packet, logs out; a coder signs a visit off on its evidence page; an
+unauthenticated request lands on the login page; a form stripped of its CSRF token
+is refused. No browser is downloaded: without
 `/usr/bin/chromium` and `/usr/bin/chromedriver` these tests are skipped with the
 reason, except under CI (`CI` set), where they fail.
 """
