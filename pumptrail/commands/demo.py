@@ -4,6 +4,12 @@ In a demo data folder (`./demo-data` unless `--data-dir` says otherwise) it:
 
 1. opens the SQLite database there (created on first run);
 2. creates three demo accounts, one per role, and prints their passwords;
+   seeds two payers (`DEMO_PAYERS`: one per definition of reprogramming), the
+   demo patients' coverage (one patient left without, so "no payer on file"
+   shows), the demo operators as providers with NPIs (`DEMO_PROVIDERS`), and
+   names the supervising physician of staff-performed visits
+   (`DEMO_SUPERVISING_PHYSICIAN`), so a visit can be signed off at once
+   (docs/coding-rules.md §9.1-§9.3, docs/web.md "Sign-off");
 3. drops a year of synthetic programmer exports for four pumps into the demo
    inbox: binary and CSV exports (three locales), one visit exported twice, a
    broken export and a file that is not an export at all; the fourth pump's year
@@ -29,7 +35,7 @@ import shlex
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +66,31 @@ DEMO_FLAGS = (
     "conflicting_exports",
 )
 TROUBLED_SERIAL = "ITP20-604112"
+# Two payers, one per definition of reprogramming (docs/coding-rules.md §9.1).
+DEMO_PAYERS = (
+    ("Medicare (J-15 contractor)", "rate-dose", "J15"),
+    ("Lakeside Health Plan", "any-setting", "LHP01"),
+)
+# The payer of each demo pump's patient, by pump order (the three well-kept pumps,
+# then the troubled one); None: no coverage on file.
+DEMO_COVERAGE = (
+    "Medicare (J-15 contractor)",
+    "Lakeside Health Plan",
+    None,
+    "Medicare (J-15 contractor)",
+)
+DEMO_COVERAGE_FROM = date(2025, 1, 1)
+# The demo operator IDs (fixtures.scenarios.OPERATORS) as providers, NPIs valid
+# under docs/coding-rules.md §9.3 (evidence.npi); the technician is not a provider.
+DEMO_PROVIDERS = (
+    ("dr.lee", "Dr. Avery Lee", "physician", "1234567893"),
+    ("dr.okafor", "Dr. Chidi Okafor", "physician", "1245319599"),
+    ("np.garcia", "Rosa Garcia, NP", "qhp", "1326041682"),
+    ("pa.novak", "Ivan Novak, PA", "qhp", "1457382731"),
+    ("rn.smith", "Jo Smith, RN", "nurse", "1548267305"),
+    ("rn.tanaka", "Emi Tanaka, RN", "nurse", "1679485239"),
+)
+DEMO_SUPERVISING_PHYSICIAN = "dr.lee"
 
 
 def register(subparsers: Any) -> None:
@@ -82,8 +113,11 @@ def register(subparsers: Any) -> None:
     set_handler(parser, run)
 
 
-def demo_exports(rng: random.Random) -> dict[str, bytes]:
-    """A year of visits of three pumps, as a clinic's inbox would receive them."""
+def demo_exports(rng: random.Random, patients: list[str] | None = None) -> dict[str, bytes]:
+    """A year of visits of four pumps, as a clinic's inbox would receive them.
+
+    `patients`, when given, receives each pump's patient ID, in pump order.
+    """
     from fixtures.binary_writer import Breakage, encode_binary
     from fixtures.csv_writer import encode_csv
     from fixtures.scenarios import pump_history, troubled_pump
@@ -94,6 +128,8 @@ def demo_exports(rng: random.Random) -> dict[str, bytes]:
         # Three well-kept pumps: what goes wrong shows on the fourth.
         start = datetime(2025, 11, 3 + pump_no * 2, 9, 30)
         visits = list(pump_history(rng, visits=7, start=start, on_time=True))
+        if patients is not None:
+            patients.append(_patient_of(visits[0]))
         for n, scenario in enumerate(visits):
             stem = f"{scenario.header.pump_serial}_{scenario.header.session_start_local:%Y%m%d}"
             if n % 3 == 1:
@@ -112,8 +148,12 @@ def demo_exports(rng: random.Random) -> dict[str, bytes]:
             files["transfer-interrupted.psl"] = encode_binary(
                 broken, breakage=Breakage(record_crc={3: 0xBEEF})
             )
-    for export in troubled_pump(rng, start=datetime(2025, 11, 12, 10, 15), serial=TROUBLED_SERIAL):
+    for n, export in enumerate(
+        troubled_pump(rng, start=datetime(2025, 11, 12, 10, 15), serial=TROUBLED_SERIAL)
+    ):
         scenario = export.scenario
+        if patients is not None and n == 0:
+            patients.append(_patient_of(scenario))
         stem = f"{scenario.header.pump_serial}_{scenario.header.session_start_local:%Y%m%d}"
         if export.fmt == "psl-csv":
             files[f"{stem}.csv"] = encode_csv(scenario)
@@ -121,6 +161,35 @@ def demo_exports(rng: random.Random) -> dict[str, bytes]:
             files[f"{stem}.psl"] = encode_binary(scenario)
     files["README-from-the-programmer-vendor.txt"] = b"Not an export: quarantined.\n"
     return files
+
+
+def _patient_of(scenario: Any) -> str:
+    from parsers.records import PatientRec
+
+    return next(str(r.patient_id) for r in scenario.records if isinstance(r, PatientRec))
+
+
+def demo_patients() -> list[str]:
+    """The demo pumps' patient IDs, in pump order (the exports are deterministic)."""
+    patients: list[str] = []
+    demo_exports(random.Random(DEMO_SEED), patients)  # noqa: S311 - synthetic data
+    return patients
+
+
+def _payers(engine: Any, profiles: list[str]) -> None:
+    """Seed the demo payers, coverage and providers, unless an earlier run did."""
+    from db.payers import add_payer, add_provider, assign_coverage, find_payer
+
+    with engine.begin() as connection:
+        if find_payer(connection, DEMO_PAYERS[0][0]) is not None:
+            return
+        for name, profile, payer_id in DEMO_PAYERS:
+            add_payer(connection, name, profile, profiles, payer_id=payer_id)
+        for patient, payer in zip(demo_patients(), DEMO_COVERAGE, strict=True):
+            if payer is not None:
+                assign_coverage(connection, patient, payer, DEMO_COVERAGE_FROM)
+        for operator_id, name, role, npi in DEMO_PROVIDERS:
+            add_provider(connection, operator_id, npi=npi, name=name, role=role)
 
 
 def _accounts(engine: Any) -> list[str]:
@@ -169,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
             "port": str(args.port),
             "settle_seconds": "1",
             "poll_seconds": "1",
+            "supervising_physician": DEMO_SUPERVISING_PHYSICIAN,
         },
         environ={},
     )
@@ -177,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     accounts = _accounts(engine)
     dropped = _fill_inbox(resolved.inbox, resolved.archive)
     rules = load_rules()
+    _payers(engine, [p.name for p in rules.profiles])
     service = Service(service_config(resolved), rules)
     service_thread = threading.Thread(
         target=service.run, kwargs={"install_signals": False}, name="pumptrail-service"

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
 from db.models import evidence, evidence_flags, pumps, sessions
+from db.payers import coverage, find_provider, list_payers, payers_on
 from db.users import users
-from pumptrail.commands.demo import DEMO_ACCOUNTS, DEMO_FLAGS, TROUBLED_SERIAL
+from evidence.npi import npi_valid
+from pumptrail.commands.demo import (
+    DEMO_ACCOUNTS,
+    DEMO_FLAGS,
+    DEMO_SUPERVISING_PHYSICIAN,
+    TROUBLED_SERIAL,
+    demo_patients,
+)
 
 
 def run_demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -100,3 +109,37 @@ def test_demo_year_shows_every_flag_and_names_its_data_dir(tmp_path: Path) -> No
     assert listed.returncode == 0, listed.stderr
     assert TROUBLED_SERIAL in listed.stdout
     assert '"reservoir_depleted"' in listed.stdout
+
+
+def test_demo_seeds_payers_coverage_and_providers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    result = run_demo(data_dir)
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(f"sqlite:///{data_dir}/pumptrail.db")
+    with engine.connect() as connection:
+        payers = {p.name: p.profile for p in list_payers(connection)}
+        assert payers == {
+            "Medicare (J-15 contractor)": "rate-dose",
+            "Lakeside Health Plan": "any-setting",
+        }
+        covered = set(connection.execute(select(coverage.c.patient_id)).scalars())
+        stored_patients = set(connection.execute(select(sessions.c.patient_id)).scalars())
+        patients = demo_patients()
+        assert set(patients) == stored_patients
+        # Every demo patient but one has a payer: that one shows "no payer on file".
+        assert len(stored_patients - covered) == 1
+        day = date(2026, 1, 15)
+        found = payers_on(connection, [(p, day) for p in patients])
+        assert {p.name for p in found.values()} == set(payers)
+        physician = find_provider(connection, DEMO_SUPERVISING_PHYSICIAN)
+        nurse = find_provider(connection, "rn.smith")
+        operators = set(connection.execute(select(sessions.c.operator_id)).scalars())
+    engine.dispose()
+    assert physician is not None and physician.role == "physician"
+    assert npi_valid(physician.npi)
+    assert nurse is not None and nurse.role == "nurse" and npi_valid(nurse.npi)
+    assert "rn.smith" in operators or "rn.tanaka" in operators
+
+    # A second run seeds nothing twice.
+    again = run_demo(data_dir)
+    assert again.returncode == 0, again.stderr

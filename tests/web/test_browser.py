@@ -3,8 +3,9 @@
 uvicorn serves the app on a free 127.0.0.1 port in a thread, over a database the
 real import pipeline filled from synthetic exports. The browser logs in, filters
 the list, opens a session, sees the changed cells and the codes, downloads the
-PDF packet, logs out; an unauthenticated request lands on the login page; a form
-stripped of its CSRF token is refused. No browser is downloaded: without
+PDF packet, logs out; a coder signs a visit off on its evidence page; an
+unauthenticated request lands on the login page; a form stripped of its CSRF token
+is refused. No browser is downloaded: without
 `/usr/bin/chromium` and `/usr/bin/chromedriver` these tests are skipped with the
 reason, except under CI (`CI` set), where they fail.
 """
@@ -20,13 +21,19 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import Engine, select
 
+from db.engine import write_transaction
+from db.models import sessions
+from db.payers import add_provider
 from tests.web.support import PASSWORD, DemoData, LiveServer, chromium, chromium_missing
 from web.packet_signing import verify_packet
 
 pytestmark = pytest.mark.browser
 
 WAIT_S = 15
+# A valid NPI (docs/coding-rules.md §9.3).
+NPI = "1234567893"
 
 
 @pytest.fixture
@@ -188,3 +195,36 @@ def test_a_form_without_its_csrf_token_is_refused(driver: Any, server: LiveServe
     driver.get(server.url + "/sessions")
     assert driver.current_url.endswith("/sessions")
     assert driver.find_elements(By.ID, "logout")
+
+
+def test_a_coder_signs_off_on_the_evidence_page(
+    driver: Any, server: LiveServer, data: DemoData, engine: Engine
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    target = data.session_ids[-1]
+    with write_transaction(engine) as connection:
+        operator = connection.execute(
+            select(sessions.c.operator_id).where(sessions.c.session_id == target)
+        ).scalar_one()
+        add_provider(connection, str(operator), npi=NPI, name="Dr Demo", role="physician")
+
+    log_in(driver, server)
+    driver.get(f"{server.url}/sessions/{target}")
+    applicable = driver.find_element(By.ID, "applicable-code").get_attribute("data-code")
+    assert re.fullmatch(r"\d{5}", applicable)
+    chosen = Select(driver.find_element(By.ID, "decision-procedure")).first_selected_option
+    assert chosen.get_attribute("value") == applicable
+    assert driver.find_element(By.ID, "decision-npi").get_attribute("value") == NPI
+    assert "Not signed off yet." in driver.find_element(By.ID, "decision-status").text
+
+    driver.find_element(By.ID, "decision-diagnoses").send_keys("G89.4")
+    driver.find_element(By.ID, "sign-off").click()
+    wait_for(driver, lambda d: "signed=1" in d.current_url)
+    message = driver.find_element(By.ID, "signed-message").text
+    assert "signed off (version 1)" in message
+    (row,) = css(driver, "#decision-versions tr.version-row")
+    assert row.get_attribute("data-version") == "1"
+    assert applicable in row.text and "G89.4" in row.text and "cora" in row.text
+    assert "version 1 by cora" in driver.find_element(By.ID, "decision-status").text

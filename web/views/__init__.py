@@ -1,9 +1,9 @@
 """The pages, one `APIRouter` module per page group; `router` includes them all.
 
 - `web.views.login`: login, logout, home;
-- `web.views.sessions`: the session list;
-- `web.views.evidence`: one session's evidence page, packet, packet PDF, raw
-  downloads and replay;
+- `web.views.sessions`: the session list and its bulk sign-off;
+- `web.views.evidence`: one session's evidence page with its sign-off form,
+  packet, packet PDF, raw downloads and replay;
 - `web.views.pumps`: a pump's timeline;
 - `web.views.due`: refills due;
 - `web.views.imports`: import status, inbox, quarantine, re-queue;
@@ -19,7 +19,7 @@ every POST checks the form's CSRF token first. Every page showing patient data
 records one audit entry before the answer is sent (`web.context.record_view`:
 actor, client address, route, filters, the IDs shown; docs/web.md "What is
 recorded"), as do logins, failed logins, logouts, user changes, re-queues and payer and coverage
-changes.
+changes; a sign-off records its `sign_off` entry (`web.signoff.sign_off`).
 Patient identifiers appear in pages and in the list's GET filter, never in
 logs or audit entries.
 """

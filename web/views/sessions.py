@@ -6,6 +6,14 @@ says so; the filters and the chosen profile are kept for the browser session
 `?clear=1` forgets them); the procedure codes and
 session flags offered are the evidence room's (`evidence.codes`,
 `evidence.flags`). A patient ID is a GET filter value, never logged.
+
+The bulk action (docs/web.md "Sign-off"): coders and admins tick clean visits (no
+flags at all) and `POST /sessions/sign-off` signs each off with its applicable
+code, the diagnoses given once for all, and the rendering NPI of that visit
+(`web.signoff.rendering_npi`), each through `web.signoff.sign_off` (its own version
+and `sign_off` audit entry). A visit with flags, without evidence, or already
+signed off is refused, never signed; the answer counts the signed visits and lists
+the refused ones with the reason.
 """
 
 from __future__ import annotations
@@ -16,13 +24,24 @@ from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from db import audit
+from db.decisions import current_decision
 from evidence.codes import PROCEDURE_CODES
 from evidence.flags import SESSION_FLAGS
-from web.context import app_state, current_user, record_view, render
+from web.context import (
+    Forbidden,
+    app_state,
+    check_csrf,
+    client_address,
+    current_user,
+    record_view,
+    render,
+    route_template,
+)
+from web.decision_form import COMMON_DIAGNOSES
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     PAGE_SIZES,
@@ -32,10 +51,16 @@ from web.queries import (
     SessionFilter,
     list_sessions,
 )
+from web.signoff import SignOffRefused, rendering_npi, session_facts, sign_off
 from web.users import User
-from web.views.common import remember_list, saved_list
+from web.views.common import list_url, remember_list, saved_list
 
 router = APIRouter(include_in_schema=False)
+
+# The roles that sign off (auditors read only).
+SIGN_OFF_ROLES = frozenset({"coder", "admin"})
+# Visits one bulk sign-off takes at most (the largest page of the list).
+BULK_MAX = 200
 
 
 # Sessions list
@@ -209,7 +234,109 @@ def sessions_page(request: Request, *, user: Annotated[User, Depends(current_use
             "first_url": "/sessions" + ("?" + urlencode(base) if base else ""),
             "next_url": url(page.next_cursor),
             "prev_url": url(page.prev_cursor),
+            "can_sign": user.role in SIGN_OFF_ROLES,
+            "common_diagnoses": COMMON_DIAGNOSES,
         },
     )
     remember_list(request, response, base)
     return response
+
+
+# Bulk sign-off
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    session_id: str
+    signed: bool
+    text: str
+
+
+def _sign_one(request: Request, session_id: str, diagnoses: str, user: User) -> BulkOutcome:
+    state = app_state(request)
+    with state.engine.connect() as connection:
+        facts = session_facts(connection, session_id, state.rules.default_profile)
+        if facts is None:
+            return BulkOutcome(session_id, False, "no stored evidence for this session ID")
+        if facts.flags:
+            return BulkOutcome(
+                session_id,
+                False,
+                "has flags (" + ", ".join(f.replace("_", " ") for f in facts.flags) + "): "
+                "sign it off on its evidence page",
+            )
+        if facts.applicable_procedure is None:
+            return BulkOutcome(session_id, False, "no applicable code")
+        current = current_decision(connection, session_id)
+        if current is not None:
+            return BulkOutcome(
+                session_id,
+                False,
+                f"already signed off (version {current.version}); change it on its evidence page",
+            )
+        npi = rendering_npi(connection, facts, state.config.supervising_physician)
+    body = {
+        "procedure": facts.applicable_procedure,
+        "diagnoses": diagnoses,
+        "rendering_npi": npi or "",
+    }
+    try:
+        version, _warnings = sign_off(
+            state.engine,
+            facts,
+            body,
+            state.rules,
+            state.edits,
+            actor=user.username,
+            audit_detail={
+                "route": route_template(request),
+                "client": client_address(request),
+                "bulk": True,
+            },
+        )
+    except SignOffRefused as refused:
+        return BulkOutcome(session_id, False, str(refused))
+    return BulkOutcome(session_id, True, f"{facts.applicable_procedure}, version {version.version}")
+
+
+@router.post("/sessions/sign-off")
+def bulk_sign_off(
+    request: Request,
+    *,
+    user: Annotated[User, Depends(current_user)],
+    session_id: Annotated[list[str] | None, Form()] = None,
+    diagnoses: Annotated[str, Form(max_length=400)] = "",
+    csrf_token: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    """Sign off the ticked clean visits with their applicable codes, one by one."""
+    check_csrf(request, csrf_token)
+    if user.role not in SIGN_OFF_ROLES:
+        raise Forbidden(f"coders and admins sign off; you are an {user.role}")
+    chosen = list(dict.fromkeys(s.strip() for s in session_id or [] if s.strip()))
+    error = ""
+    if not chosen:
+        error = "No visit was ticked: tick the clean visits to sign off."
+    elif len(chosen) > BULK_MAX:
+        error = f"At most {BULK_MAX} visits are signed off in one step."
+        chosen = []
+    outcomes = [
+        _sign_one(request, sid, diagnoses, user)
+        if len(sid) <= 64
+        else BulkOutcome(sid[:64], False, "not a session ID")
+        for sid in chosen
+    ]
+    signed = [o for o in outcomes if o.signed]
+    refused = [o for o in outcomes if not o.signed]
+    return render(
+        request,
+        "bulk_signoff.html",
+        {
+            "nav": "sessions",
+            "signed": signed,
+            "refused": refused,
+            "error": error,
+            "diagnoses": diagnoses,
+            "list_url": list_url(request),
+        },
+        status_code=400 if error else 200,
+    )
