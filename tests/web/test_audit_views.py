@@ -159,6 +159,13 @@ VIEWS: dict[str, Viewed] = {
         "session_ids",
         lambda d, s, ids: isinstance(ids, list),
     ),
+    "/charges.csv": Viewed(
+        audit.EXPORT_CHARGES,
+        "cora",
+        lambda d, s: "/charges.csv?since=2000-01-01",
+        "session_ids",
+        lambda d, s, ids: isinstance(ids, list),
+    ),
     "/api/sessions/{session_id}/decision": Viewed(
         audit.EXPORT_API,
         "cora",

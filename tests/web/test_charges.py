@@ -90,3 +90,22 @@ def test_the_charges_page_lists_ready_lines(coder: TestClient, data: DemoData) -
     assert page.status_code == 200
     assert session_id in page.text and "ready" in page.text
     assert applicable(coder, session_id) in page.text
+
+
+def test_the_charges_page_offers_the_same_csv_as_the_command(
+    coder: TestClient, data: DemoData, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session_id = data.session_ids[-1]
+    sign(coder, session_id)
+    page = coder.get("/charges?since=2000-01-01").text
+    assert 'href="/charges.csv?since=2000-01-01"' in page
+    download = coder.get("/charges.csv?since=2000-01-01")
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    capsys.readouterr()
+    assert main(["charges", "export", "--since", "2000-01-01", "--db", data.url]) == 0
+    assert download.text == capsys.readouterr().out
+    exports = audit_entries(engine, audit.EXPORT_CHARGES)
+    assert exports[0].actor == "cora" and exports[0].detail["session_ids"] == [session_id]
+    assert coder.get("/charges.csv?since=yesterday").status_code == 404

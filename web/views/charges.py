@@ -4,9 +4,10 @@ Each visit's current decision (the newest signed-off version) yields its lines
 (`evidence.charges`, docs/coding-rules.md §9.6). A line is `ready` once signed
 off; sending to billing (sent, acknowledged, rejected with the receiver's reason)
 is the interface outbox's work, and until a visit's charges are sent they stay
-ready. `pumptrail charges export --since DATE` writes the same lines as CSV.
-Coders, auditors and admins see the page; each view is audited with the session
-IDs it shows.
+ready. `/charges.csv?since=DATE` downloads the same lines as CSV (the layout of
+`pumptrail charges export`, docs/coding-rules.md §9.6) for a practice-management
+import. Coders, auditors and admins see the page; each view and each download is
+audited with the session IDs it shows.
 """
 
 from __future__ import annotations
@@ -18,15 +19,42 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from db import audit
-from db.decisions import current_decisions
-from evidence.charges import charge_lines
+from db.decisions import DecisionVersion, current_decisions
+from evidence.charges import ChargeLine, charge_lines, charges_csv
 from evidence.decision import decision_from_json
 from web.context import app_state, current_user, record_view, render
 from web.users import User
+from web.views.common import not_found
 
 router = APIRouter(include_in_schema=False)
 
 DEFAULT_DAYS = 31
+
+
+def _since(since: str) -> tuple[date, str]:
+    """The first date of service shown, and an error when `since` is not a date."""
+    default = date.today() - timedelta(days=DEFAULT_DAYS)
+    if not since:
+        return default, ""
+    try:
+        return date.fromisoformat(since), ""
+    except ValueError:
+        return default, f"not a date (YYYY-MM-DD): {since[:20]}"
+
+
+def _visits(
+    request: Request, start: date
+) -> list[tuple[DecisionVersion, str | None, tuple[ChargeLine, ...]]]:
+    with app_state(request).engine.connect() as connection:
+        decisions = current_decisions(connection, since=start)
+    return [
+        (
+            version,
+            patient_id,
+            charge_lines(decision_from_json(version.session_id, patient_id, version.decision)),
+        )
+        for version, patient_id in decisions
+    ]
 
 
 @router.get("/charges")
@@ -36,23 +64,8 @@ def charges_page(
     user: Annotated[User, Depends(current_user)],
     since: str = "",
 ) -> Response:
-    state = app_state(request)
-    error = ""
-    try:
-        start = date.fromisoformat(since) if since else date.today() - timedelta(days=DEFAULT_DAYS)
-    except ValueError:
-        error = f"not a date (YYYY-MM-DD): {since[:20]}"
-        start = date.today() - timedelta(days=DEFAULT_DAYS)
-    with state.engine.connect() as connection:
-        decisions = current_decisions(connection, since=start)
-    visits = [
-        (
-            version,
-            patient_id,
-            charge_lines(decision_from_json(version.session_id, patient_id, version.decision)),
-        )
-        for version, patient_id in decisions
-    ]
+    start, error = _since(since)
+    visits = _visits(request, start)
     record_view(
         request,
         user,
@@ -65,4 +78,33 @@ def charges_page(
         request,
         "charges.html",
         {"nav": "charges", "visits": visits, "since": start.isoformat(), "error": error},
+    )
+
+
+@router.get("/charges.csv")
+def charges_csv_download(
+    request: Request,
+    *,
+    user: Annotated[User, Depends(current_user)],
+    since: str = "",
+) -> Response:
+    start, error = _since(since)
+    if error:
+        return not_found(request, error)
+    visits = _visits(request, start)
+    record_view(
+        request,
+        user,
+        audit.EXPORT_CHARGES,
+        target="charges",
+        filters={"since": start.isoformat(), "format": "csv"},
+        session_ids=[version.session_id for version, _, _ in visits],
+    )
+    text = charges_csv([line for _, _, lines in visits for line in lines])
+    return Response(
+        content=text.encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="charges-since-{start.isoformat()}.csv"'
+        },
     )
