@@ -5,6 +5,9 @@ signed-off visit, the newest exported packet's SHA-256 and the raw files' SHA-25
 from __future__ import annotations
 
 import hashlib
+import json
+import stat
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +17,7 @@ from sqlalchemy import Engine, select
 from db import audit
 from db.models import raw_files, sessions
 from evidence import fhir
+from pumptrail.cli import main
 from tests.fhir import schema_errors
 from tests.web.support import DemoData
 from tests.web.test_pages import audit_entries, session_with
@@ -162,3 +166,43 @@ def test_unknown_sessions_and_anonymous_callers_get_no_bundle(
     assert missing.json() == {"detail": "no stored evidence for this session ID"}
     assert coder.get(f"/api/sessions/{'x' * 65}/fhir").status_code == 404
     assert anonymous.get(f"/api/sessions/{data.session_ids[0]}/fhir").status_code == 401
+
+
+def test_the_cli_writes_the_same_bundle_and_records_the_export(
+    coder: TestClient, data: DemoData, engine: Engine, tmp_path: Path, capsys: Any
+) -> None:
+    session_id = refill_session(engine, data)
+    output = tmp_path / "bundle.json"
+    assert (
+        main(
+            [
+                "export", "fhir", "--session", session_id, "--db", data.url,
+                "--data-dir", str(data.root), "--output", str(output),
+            ]
+        )
+        == 0
+    )  # fmt: skip
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    written = json.loads(output.read_text(encoding="utf-8"))
+    assert schema_errors(written) == []
+    answered = coder.get(f"/api/sessions/{session_id}/fhir").json()
+    # Only the generation time differs between two exports of one session.
+    for bundle in (written, answered):
+        del bundle["timestamp"], bundle["meta"]
+        for entry in bundle["entry"]:
+            entry["resource"].pop("recorded", None)
+    assert written == answered
+    (entry,) = [
+        e
+        for e in audit_entries(engine, audit.EXPORT_API)
+        if e.detail["route"] == "pumptrail export fhir"
+    ]
+    assert entry.actor.startswith("cli:") and entry.detail["session_ids"] == [session_id]
+    capsys.readouterr()
+    assert (
+        main(
+            ["export", "fhir", "--session", "nope", "--db", data.url, "--data-dir", str(data.root)]
+        )
+        == 1
+    )
+    assert "no stored evidence for session nope" in capsys.readouterr().err
