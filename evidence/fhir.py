@@ -33,7 +33,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -586,7 +586,3 @@ def _provenance(b: _Builder) -> None:
     if not resource["entity"]:
         del resource["entity"]
     b.add("provenance", resource)
-
-
-def date_of(value: date | datetime) -> str:
-    return value.isoformat()[:10]
