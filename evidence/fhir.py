@@ -83,6 +83,18 @@ _UCUM: Final = {
     "uL/day": "uL/d",
 }
 
+# The resource type of each role of a bundle's resources (by prefix).
+_KINDS: Final = (
+    ("patient", "Patient"),
+    ("device", "Device"),
+    ("procedure", "Procedure"),
+    ("observation/", "Observation"),
+    ("refill/", "MedicationAdministration"),
+    ("charge/", "ChargeItem"),
+    ("packet", "DocumentReference"),
+    ("provenance", "Provenance"),
+)
+
 # Namespace of the resource UUIDs (uuid5 of the session ID and the resource's role).
 _NAMESPACE: Final = uuid.UUID("6f1d3c1e-8c8e-5a63-9d0f-3a4b8f0e2c11")
 
@@ -200,9 +212,14 @@ class _Builder:
         self.inputs = inputs
         self.session_id = str(inputs.session.get("session_id", ""))
         self.entries: list[dict[str, Any]] = []
+        # HCPCS code of a refill's drug -> the role of its MedicationAdministration.
+        self.drug_roles: dict[str, str] = {}
 
     def ref(self, role: str) -> dict[str, str]:
-        return {"reference": f"urn:uuid:{resource_uuid(self.session_id, role)}"}
+        """A reference to the bundle's resource of `role`, typed (a `urn:uuid:` names
+        no resource type of its own)."""
+        kind = next(k for prefix, k in _KINDS if role.startswith(prefix))
+        return {"reference": f"urn:uuid:{resource_uuid(self.session_id, role)}", "type": kind}
 
     def add(self, role: str, resource: dict[str, Any]) -> None:
         rid = resource_uuid(self.session_id, role)
@@ -416,6 +433,7 @@ def _medication_administrations(b: _Builder) -> None:
         )
         if isinstance(hcpcs, str):
             medication["code"]["coding"] = [_coding(HCPCS_SYSTEM, hcpcs)]
+            b.drug_roles.setdefault(hcpcs, f"refill/drug{slot}")
         if isinstance(concentration, int) and not isinstance(concentration, bool):
             medication["ingredient"] = [
                 {
@@ -468,12 +486,10 @@ def _charge_items(b: _Builder) -> None:
                 {"actor": _npi_reference(Performer(line.rendering_npi, _name_of(inputs, line)))}
             ],
             "quantity": {"value": line.units},
-            "service": [b.ref("procedure") if system == CPT_SYSTEM else b.ref("refill/drug1")]
-            if system == CPT_SYSTEM or _has(b, "refill/drug1")
-            else [],
         }
-        if not resource["service"]:
-            del resource["service"]
+        service = "procedure" if system == CPT_SYSTEM else b.drug_roles.get(line.code)
+        if service is not None:
+            resource["service"] = [b.ref(service)]
         if line.modifiers:
             resource["extension"] = [
                 {"url": MODIFIER_EXTENSION, "valueCoding": _coding(system, modifier)}
@@ -489,11 +505,6 @@ def _charge_items(b: _Builder) -> None:
 def _name_of(inputs: FhirInputs, line: ChargeLine) -> str | None:
     performer = inputs.performer
     return performer.name if performer is not None and performer.npi == line.rendering_npi else None
-
-
-def _has(b: _Builder, role: str) -> bool:
-    wanted = f"urn:uuid:{resource_uuid(b.session_id, role)}"
-    return any(entry["fullUrl"] == wanted for entry in b.entries)
 
 
 def _document_reference(b: _Builder) -> None:
@@ -531,7 +542,10 @@ def _document_reference(b: _Builder) -> None:
 
 def _provenance(b: _Builder) -> None:
     inputs = b.inputs
-    targets = [{"reference": entry["fullUrl"]} for entry in b.entries]
+    targets = [
+        {"reference": entry["fullUrl"], "type": entry["resource"]["resourceType"]}
+        for entry in b.entries
+    ]
     agents: list[dict[str, Any]] = []
     if inputs.signed is not None:
         agents.append(

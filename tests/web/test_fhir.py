@@ -18,7 +18,7 @@ from db import audit
 from db.models import raw_files, sessions
 from evidence import fhir
 from pumptrail.cli import main
-from tests.fhir import schema_errors
+from tests.fhir import profile_errors, schema_errors
 from tests.web.support import DemoData
 from tests.web.test_pages import audit_entries, session_with
 
@@ -53,6 +53,7 @@ def test_an_unsigned_visit_is_a_valid_bundle_with_its_applicable_code(
     assert response.headers["content-type"].startswith("application/fhir+json")
     bundle = response.json()
     assert schema_errors(bundle) == []
+    assert profile_errors(bundle) == []
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
     urls = [e["fullUrl"] for e in bundle["entry"]]
     assert len(set(urls)) == len(urls) and all(u.startswith("urn:uuid:") for u in urls)
@@ -129,6 +130,7 @@ def test_a_signed_off_visit_carries_its_code_charges_and_exported_packet(
 
     bundle = coder.get(f"/api/sessions/{session_id}/fhir").json()
     assert schema_errors(bundle) == []
+    assert profile_errors(bundle) == []
     (procedure,) = resources(bundle, "Procedure")
     assert procedure["code"]["coding"] == [{"system": fhir.CPT_SYSTEM, "code": other}]
     assert "signed off by cora (version 1)" in procedure["code"]["text"]
@@ -185,6 +187,7 @@ def test_the_cli_writes_the_same_bundle_and_records_the_export(
     assert stat.S_IMODE(output.stat().st_mode) == 0o600
     written = json.loads(output.read_text(encoding="utf-8"))
     assert schema_errors(written) == []
+    assert profile_errors(written) == []
     answered = coder.get(f"/api/sessions/{session_id}/fhir").json()
     # Only the generation time differs between two exports of one session.
     for bundle in (written, answered):
