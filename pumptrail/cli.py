@@ -43,6 +43,7 @@ COMMANDS: tuple[str, ...] = (
     "audit",
     "decisions",
     "charges",
+    "export",
     "keys",
     "packet",
     "settings",

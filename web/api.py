@@ -7,7 +7,9 @@
 - `GET /api/sessions/{session_id}`: the stored evidence document of
   docs/session-json.md "Evidence" with `applicable` (the payer covering the date
   of service, its profile and that profile's code) and, without coverage, the
-  flag `no_payer_on_file`, both looked up when the document is read.
+  flag `no_payer_on_file`, both looked up when the document is read;
+- `GET /api/sessions/{session_id}/fhir`: the visit as a FHIR R4 Bundle
+  (docs/fhir.md, `web.fhir`), as `application/fhir+json`.
 
 Other systems send an API token (`pumptrail token create`, `web.tokens`) as
 `Authorization: Bearer <token>`: the request acts for the token's account with
@@ -367,6 +369,52 @@ def api_session(
         return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
     record_view(request, user, audit.EXPORT_API, target=session_id, session_ids=[session_id])
     return Response(content=dumps(document).encode("utf-8"), media_type="application/json")
+
+
+# ---------------------------------------------------------------------------
+# FHIR R4 (docs/fhir.md)
+
+FHIR_JSON = "application/fhir+json"
+
+
+@router.get(
+    "/sessions/{session_id}/fhir",
+    responses={
+        **UNAUTHORIZED,
+        200: {
+            "content": {FHIR_JSON: {"schema": {"type": "object"}}},
+            "description": "a FHIR R4 Bundle of type collection (docs/fhir.md)",
+        },
+        404: {"model": Problem, "description": "no such session, or no evidence yet"},
+    },
+    summary="The visit's evidence as a FHIR R4 Bundle (docs/fhir.md)",
+)
+def api_session_fhir(
+    request: Request,
+    session_id: str,
+    *,
+    user: Annotated[User, Depends(current_user)],
+) -> Response:
+    from db.models import utc_now
+    from web.fhir import session_bundle
+
+    state = app_state(request)
+    with state.engine.connect() as connection:
+        bundle = session_bundle(
+            connection,
+            session_id,
+            rules=state.rules,
+            edits=state.edits,
+            supervising_physician=state.config.supervising_physician,
+            identity=state.identity,
+            generated_at=utc_now(),
+        )
+    if bundle is None:
+        return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
+    record_view(
+        request, user, audit.EXPORT_API, target=session_id, format="fhir", session_ids=[session_id]
+    )
+    return Response(content=dumps(bundle).encode("utf-8"), media_type=FHIR_JSON)
 
 
 # ---------------------------------------------------------------------------

@@ -138,6 +138,7 @@ def test_the_openapi_document_describes_the_api(coder: TestClient) -> None:
         "/api/sessions",
         "/api/sessions/{session_id}",
         "/api/sessions/{session_id}/decision",
+        "/api/sessions/{session_id}/fhir",
     }
     decision = document["paths"]["/api/sessions/{session_id}/decision"]
     assert set(decision) == {"get", "put"}

@@ -72,6 +72,7 @@ def test_the_api_keeps_its_documented_promises(
         "/api/sessions",
         "/api/sessions/{session_id}",
         "/api/sessions/{session_id}/decision",
+        "/api/sessions/{session_id}/fhir",
     }
     for operation in operations:
         for mode in schemathesis.GenerationMode:

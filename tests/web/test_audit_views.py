@@ -173,6 +173,13 @@ VIEWS: dict[str, Viewed] = {
         "session_ids",
         lambda d, s, ids: ids == [s],
     ),
+    "/api/sessions/{session_id}/fhir": Viewed(
+        audit.EXPORT_API,
+        "cora",
+        lambda d, s: f"/api/sessions/{s}/fhir",
+        "session_ids",
+        lambda d, s, ids: ids == [s],
+    ),
 }
 
 # GET routes that show no patient data: nothing is recorded.
