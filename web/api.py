@@ -408,6 +408,7 @@ def api_session_fhir(
             supervising_physician=state.config.supervising_physician,
             identity=state.identity,
             generated_at=utc_now(),
+            device_makers=state.device_makers,
         )
     if bundle is None:
         return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)

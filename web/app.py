@@ -54,6 +54,7 @@ from db.checkpoints import anchor_engine, open_identity
 from db.code_index import CodeIndexer
 from db.migrate import open_database
 from evidence import Rules, load_rules
+from evidence.devices import DeviceMakers, load_device_makers
 from evidence.edits import Edits, load_edits
 from ingest.logging_setup import log_event
 from web import api, views
@@ -111,6 +112,7 @@ def create_app(
     secret: str | None = None,
     engine: Engine | None = None,
     edits: Edits | None = None,
+    device_makers: DeviceMakers | None = None,
 ) -> FastAPI:
     """The web app of `config` (`WebConfig.for_database` derives one from a database URL).
 
@@ -175,6 +177,7 @@ def create_app(
         templates=templates,
         identity=identity,
         edits=edits if edits is not None else load_edits(),
+        device_makers=device_makers if device_makers is not None else load_device_makers(),
     )
     app.state.code_indexer = indexer
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

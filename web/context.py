@@ -36,6 +36,7 @@ from db.checkpoints import AnchorConfig
 from db.engine import normalize_url, sqlite_path, write_transaction
 from db.signing import SigningIdentity
 from evidence import Rules
+from evidence.devices import DeviceMakers
 from evidence.edits import Edits
 from ingest.rawstore import AUTO, RawStorage, open_raw_store
 from parsers.errors import PumptrailError
@@ -124,6 +125,8 @@ class AppState:
     identity: SigningIdentity
     # The billing edits a sign-off is checked against (evidence/data/edits.toml + rules_dir).
     edits: Edits
+    # Pump models to makers for FHIR Device (evidence/data/devices.toml + rules_dir).
+    device_makers: DeviceMakers = ()
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 

@@ -31,6 +31,7 @@ from db import audit
 from db.models import sessions
 from db.payers import list_providers
 from db.signing import SigningIdentity
+from evidence.devices import DeviceMakers, manufacturer_of
 from evidence.edits import Edits
 from evidence.fhir import (
     FhirInputs,
@@ -80,6 +81,7 @@ def session_bundle(
     supervising_physician: str,
     identity: SigningIdentity | None,
     generated_at: datetime,
+    device_makers: DeviceMakers = (),
 ) -> dict[str, Any] | None:
     """The session's FHIR R4 bundle; None when no stored session with evidence has this ID."""
     if len(session_id) > MAX_SESSION_ID:
@@ -103,8 +105,11 @@ def session_bundle(
         RawFileInfo(f.sha256, f.source_format, f.received_at)
         for f in raw_files_of(connection, int(session_pk))
     ]
+    session = json.loads(document)
+    model = str((session.get("pump") or {}).get("model", ""))
     inputs = FhirInputs(
-        session=json.loads(document),
+        session=session,
+        manufacturer=manufacturer_of(model, device_makers),
         evidence=facts.evidence,
         decision=decision,
         signed=None

@@ -54,6 +54,7 @@ def run_fhir(args: argparse.Namespace) -> int:
     from db import audit
     from db.checkpoints import open_identity
     from db.models import utc_now
+    from evidence.devices import load_device_makers
     from evidence.edits import load_edits
     from web.fhir import session_bundle
 
@@ -67,10 +68,11 @@ def run_fhir(args: argparse.Namespace) -> int:
                 connection,
                 args.session,
                 rules=rules,
-                edits=load_edits(),
+                edits=load_edits(resolved.rules_dir),
                 supervising_physician=resolved.supervising_physician,
                 identity=identity,
                 generated_at=utc_now(),
+                device_makers=load_device_makers(resolved.rules_dir),
             )
         if bundle is not None:
             with checking(resolved):

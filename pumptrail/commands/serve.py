@@ -101,6 +101,9 @@ def web_config(resolved: settings.Settings, **fields: Any) -> WebConfig:
 
 def run(args: argparse.Namespace) -> int:
     from db.engine import safe_url_text
+    from evidence import RulesError
+    from evidence.devices import load_device_makers
+    from evidence.edits import load_edits
     from ingest.logging_setup import configure_logging
     from web.app import create_app
     from web.auth import SecretError
@@ -123,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
             ),
             rules=rules,
             engine=engine,
+            edits=load_edits(resolved.rules_dir),
+            device_makers=load_device_makers(resolved.rules_dir),
         )
-    except SecretError as exc:
+    except (SecretError, RulesError) as exc:
         engine.dispose()
         raise CommandError(str(exc)) from exc
     host, port = resolved.host, resolved.port

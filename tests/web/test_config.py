@@ -48,7 +48,7 @@ def test_fields_override_the_defaults(tmp_path: Path) -> None:
 
 def test_create_app_takes_a_config_and_nothing_else(tmp_path: Path) -> None:
     parameters = inspect.signature(create_app).parameters
-    assert list(parameters) == ["config", "rules", "secret", "engine", "edits"]
+    assert list(parameters) == ["config", "rules", "secret", "engine", "edits", "device_makers"]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(parameters.values())[1:])
     config = WebConfig.for_database(f"sqlite:///{tmp_path / 'pt.db'}", sync_codes_seconds=None)
     app = create_app(config, secret="s" * 48)

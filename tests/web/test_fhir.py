@@ -66,6 +66,9 @@ def test_an_unsigned_visit_is_a_valid_bundle_with_its_applicable_code(
     assert "not signed off" in procedure["code"]["text"]
     (device,) = resources(bundle, "Device")
     assert device["serialNumber"] == evidence["pump_serial"]
+    # The synthetic IT-20/IT-40 models are in the built-in makers table.
+    assert device["modelNumber"].startswith("IT-")
+    assert device["manufacturer"] == "pumptrail synthetic pump (demo and test data only)"
     assert procedure["focalDevice"][0]["manipulated"]["reference"] == urls[1]
     assert resources(bundle, "ChargeItem") == []
 
