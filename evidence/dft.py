@@ -118,7 +118,8 @@ def new_control_id() -> str:
 
 
 def hl7_timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y%m%d%H%M%S")
+    """A DTM of a naive UTC instant (how the database stores them), with its offset."""
+    return moment.strftime("%Y%m%d%H%M%S") + "+0000"
 
 
 def _name_parts(name: str | None) -> tuple[str, str]:

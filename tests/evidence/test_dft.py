@@ -84,13 +84,13 @@ def test_every_field_position_as_a_strict_second_parser_reads_it() -> None:
     assert msh.msh_4.to_er7() == "CLINIC1"
     assert msh.msh_5.to_er7() == "BILLING"
     assert msh.msh_6.to_er7() == "BILLFAC"
-    assert msh.msh_7.to_er7() == "20260304153006"
+    assert msh.msh_7.to_er7() == "20260304153006+0000"
     assert msh.msh_9.to_er7() == "DFT^P03^DFT_P03"
     assert msh.msh_10.to_er7() == built.control_id
     assert msh.msh_11.to_er7() == "T"
     assert msh.msh_12.to_er7() == "2.5.1"
     assert message.evn.evn_1.to_er7() == "P03"
-    assert message.evn.evn_2.to_er7() == "20260304153005"
+    assert message.evn.evn_2.to_er7() == "20260304153005+0000"
     pid = message.pid
     assert pid.pid_3.to_er7() == "MRN77^^^^MR"
     assert pid.pid_5.to_er7() == "Doe^Jane"

@@ -1,10 +1,10 @@
 """The Charges page: the charge lines of every signed-off visit, with their status.
 
 Each visit's current decision (the newest signed-off version) yields its lines
-(`evidence.charges`, docs/coding-rules.md §9.6). A line is `ready` once signed
-off; sending to billing (sent, acknowledged, rejected with the receiver's reason)
-is the interface outbox's work, and until a visit's charges are sent they stay
-ready. `pumptrail charges export --since DATE` writes the same lines as CSV.
+(`evidence.charges`, docs/coding-rules.md §9.6). Their status is that of the
+version's DFT^P03 message in the billing outbox (`db.outbox`, docs/interfaces.md):
+`ready` (queued, not yet sent), `sent` (sent, billing has not answered yet),
+`acknowledged`, or `rejected` with the text of billing's ACK. `pumptrail charges export --since DATE` writes the same lines as CSV.
 Coders, auditors and admins see the page; each view is audited with the session
 IDs it shows.
 """
@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from db import audit
+from db import audit, outbox
 from db.decisions import current_decisions
 from evidence.charges import charge_lines
 from evidence.decision import decision_from_json
@@ -45,11 +45,15 @@ def charges_page(
         start = date.today() - timedelta(days=DEFAULT_DAYS)
     with state.engine.connect() as connection:
         decisions = current_decisions(connection, since=start)
+        sent = outbox.charges_status(
+            connection, [(version.session_id, version.version) for version, _ in decisions]
+        )
     visits = [
         (
             version,
             patient_id,
             charge_lines(decision_from_json(version.session_id, patient_id, version.decision)),
+            sent.get((version.session_id, version.version)),
         )
         for version, patient_id in decisions
     ]
@@ -59,7 +63,7 @@ def charges_page(
         audit.VIEW_CHARGES,
         target="charges",
         filters={"since": start.isoformat()},
-        session_ids=[version.session_id for version, _, _ in visits],
+        session_ids=[version.session_id for version, _, _, _ in visits],
     )
     return render(
         request,
