@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -178,3 +179,69 @@ def test_the_job_backs_off_logs_an_outage_once_and_sends_when_billing_answers(
     events = [r.getMessage() for r in caplog.records]
     assert sum("billing_unreachable" in e for e in events) == 1
     assert any("billing_reachable" in e for e in events)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "billing test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "billing.pem", folder / "billing.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_sends_to_a_verified_listener_and_refuses_an_unknown_one(
+    stored: tuple[Engine, list[str]], tmp_path: Path
+) -> None:
+    import ssl
+
+    engine, ids = stored
+    signed(engine, ids[0], decision())
+    cert_file, key_file = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    with MllpReceiver(always("AA")) as receiver:
+        plain = receiver.server.socket
+        receiver.server.socket = context.wrap_socket(plain, server_side=True)
+        untrusted = MllpClient(MllpTarget.parse(receiver.address, tls=True, ack_seconds=5))
+        refused = send_pending(engine, untrusted)
+        assert refused.error is not None and "CERTIFICATE_VERIFY_FAILED" in refused.error
+        trusted = MllpClient(
+            MllpTarget.parse(receiver.address, tls=True, ca_file=str(cert_file), ack_seconds=5)
+        )
+        result = send_pending(engine, trusted)
+        trusted.close()
+    assert result.acknowledged == 1 and result.error is None
+    (message,) = messages(engine)
+    assert receiver.received == [message.control_id]
