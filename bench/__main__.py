@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench.bench_web",
     "bench.bench_replay",
     "bench.bench_cli",
+    "bench.bench_hl7",
 )
 
 

@@ -78,6 +78,7 @@ TOKEN_REVOKE: Final = "token_revoke"  # noqa: S105 - an action name
 REQUEUE: Final = "requeue"
 SIGN_OFF: Final = "sign_off"
 EXPORT_CHARGES: Final = "export_charges"
+CHARGES_RESEND: Final = "charges_resend"
 VIEW_CHARGES: Final = "view_charges"
 RAW_MIGRATE: Final = "raw_migrate"
 DISMISS: Final = "quarantine_dismiss"

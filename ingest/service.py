@@ -15,6 +15,10 @@ One process, one `BackgroundScheduler`, these jobs:
   inbox under a temporary name, then its final one, where the poll job picks
   it up. A port that is missing or taken is logged and tried again every
   `SERIAL_RETRY_SECONDS`; the service keeps polling meanwhile.
+- **billing** when `billing_mllp` is set, one long-running job: the outbox's
+  DFT^P03 charge messages sent in order over MLLP (`ingest.billing`,
+  docs/interfaces.md "Transport"), retried with back-off while billing cannot be
+  reached, the outage logged at most once per `outage_log_seconds`.
 
 The folders the service creates (data_dir, inbox, archive, quarantine) are
 0700 whatever the umask; folders that exist are left as they are.
@@ -76,6 +80,7 @@ from db.health import (
 from db.migrate import SchemaError, open_database
 from db.signing import SigningIdentity, SigningKeyError
 from evidence import Rules
+from ingest.billing import BillingJob, BillingSettingsError, MllpTarget
 from ingest.durable import make_private_dir
 from ingest.logging_setup import log_event
 from ingest.pipeline import Importer, ImportResult
@@ -134,6 +139,23 @@ class ServiceConfig:
     anchor: AnchorConfig | None = None
     # Where the status file goes (`ingest.status`); None: no status file.
     data_dir: Path | None = None
+    # The billing system's MLLP listener, HOST:PORT (`ingest.billing`); empty: none.
+    billing_mllp: str = ""
+    billing_mllp_tls: bool = False
+    billing_mllp_ca: str = ""
+    billing_ack_seconds: float = 30.0
+
+    def billing_target(self) -> MllpTarget | None:
+        """Where the billing job sends; None without `billing_mllp` (may raise
+        BillingSettingsError)."""
+        if not self.billing_mllp:
+            return None
+        return MllpTarget.parse(
+            self.billing_mllp,
+            tls=self.billing_mllp_tls,
+            ca_file=self.billing_mllp_ca,
+            ack_seconds=self.billing_ack_seconds,
+        )
 
 
 class CheckedImporter(Importer):
@@ -445,6 +467,20 @@ class Service:
             if receiver is not None:
                 receiver.close()
 
+    def billing_job(self) -> None:
+        """Send the billing outbox until stopped (one long-running job)."""
+        target = self.config.billing_target()
+        if target is None:
+            return
+        BillingJob(
+            lambda: self.importer().engine,
+            target,
+            self.stop_event,
+            idle_seconds=max(self.config.poll_seconds, 0.1),
+            retry_max_seconds=self.config.retry_max_seconds,
+            outage_log_seconds=self.config.outage_log_seconds,
+        ).run()
+
     # -- running --------------------------------------------------------------
 
     def check_folders(self) -> None:
@@ -473,6 +509,10 @@ class Service:
         is left to the poll job's back-off.
         """
         self.check_folders()
+        try:
+            self.config.billing_target()
+        except BillingSettingsError as exc:
+            raise ServiceError(str(exc)) from exc
         if self.config.anchor is not None:
             try:
                 self._identity = open_identity(self.config.anchor)
@@ -527,6 +567,8 @@ class Service:
         )
         if config.serial_port and self._receiver_factory is not None:
             scheduler.add_job(self.serial_job, "date", run_date=now, id="serial")
+        if config.billing_mllp:
+            scheduler.add_job(self.billing_job, "date", run_date=now, id="billing")
         return scheduler
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -556,6 +598,7 @@ class Service:
             poll_s=config.poll_seconds,
             settle_s=config.settle_seconds,
             serial_port=config.serial_port or None,
+            billing_mllp=config.billing_mllp or None,
         )
         scheduler.start()
         try:

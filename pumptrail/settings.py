@@ -174,6 +174,51 @@ SETTINGS: tuple[Setting, ...] = (
         "syslog socket that receives a copy of every audit checkpoint "
         "(identifier pumptrail-audit; empty: none)",
     ),
+    Setting(
+        "billing_mllp",
+        str,
+        "",
+        "HOST:PORT of the billing system's HL7 MLLP listener that receives DFT^P03 charge "
+        "messages (empty: messages wait in the outbox)",
+    ),
+    Setting(
+        "billing_mllp_tls",
+        bool,
+        False,
+        "connect to billing_mllp over TLS (the server's certificate is verified)",
+    ),
+    Setting(
+        "billing_mllp_ca",
+        str,
+        "",
+        "PEM file of the CA that signed the billing listener's TLS certificate "
+        "(empty: the system's CAs)",
+    ),
+    Setting(
+        "billing_ack_seconds",
+        float,
+        30.0,
+        "how long to wait for billing's ACK before the message is sent again",
+    ),
+    Setting("hl7_sending_facility", str, "", "MSH-4 of the charge messages: this clinic"),
+    Setting(
+        "hl7_receiving_application", str, "", "MSH-5 of the charge messages: the billing system"
+    ),
+    Setting("hl7_receiving_facility", str, "", "MSH-6 of the charge messages"),
+    Setting(
+        "hl7_processing_id",
+        str,
+        "P",
+        "MSH-11 of the charge messages: P (production), T (training) or D (debugging)",
+        choices=("P", "T", "D"),
+    ),
+    Setting(
+        "hl7_charge_codes",
+        str,
+        "",
+        "the clinic's chargemaster codes for FT1-7: CODE=CHARGE pairs separated by commas "
+        "(96522=CM1001,J2274=CM2274); an unmapped CPT/HCPCS code is sent as itself",
+    ),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -212,6 +257,15 @@ class Settings:
     clinic_name: str
     supervising_physician: str
     audit_syslog: str
+    billing_mllp: str
+    billing_mllp_tls: bool
+    billing_mllp_ca: str
+    billing_ack_seconds: float
+    hl7_sending_facility: str
+    hl7_receiving_application: str
+    hl7_receiving_facility: str
+    hl7_processing_id: str
+    hl7_charge_codes: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property

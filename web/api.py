@@ -556,6 +556,7 @@ def api_sign_off(
             state.edits,
             actor=user.username,
             audit_detail={"route": route_template(request), "client": client_address(request)},
+            hl7=state.config.hl7,
         )
     except SignOffRefused as refused:
         return JSONResponse({"detail": refused.as_detail()}, status_code=422)

@@ -37,6 +37,7 @@ from db.engine import normalize_url, sqlite_path, write_transaction
 from db.signing import SigningIdentity
 from evidence import Rules
 from evidence.devices import DeviceMakers
+from evidence.dft import Hl7Settings
 from evidence.edits import Edits
 from ingest.rawstore import AUTO, RawStorage, open_raw_store
 from parsers.errors import PumptrailError
@@ -81,6 +82,8 @@ class WebConfig:
     supervising_physician: str = ""
     # The signing identity and audit checkpoints; None: the defaults under data_dir.
     anchor: AnchorConfig | None = None
+    # What the billing interface's DFT^P03 messages are built with (evidence.dft).
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
 
     def anchor_config(self) -> AnchorConfig:
         return self.anchor if self.anchor is not None else AnchorConfig(self.data_dir)

@@ -13,7 +13,8 @@ One path for the evidence page's form, the bulk action and `PUT
    refill's drug lines, with JZ.
 3. `sign_off` validates, checks the billing edits against the patient's other
    decisions of that day, refuses on a blocking edit with its text, and stores the
-   decision as a new version with its audit entry in one transaction.
+   decision as a new version with its audit entry and its DFT^P03 billing
+   messages (docs/interfaces.md "Outbox") in one transaction.
 
 Decisions are stored as the JSON of `decision_json`; `decision_from_json` reads
 them back (for the day's other decisions and the charge lines).
@@ -29,7 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
-from db import audit
+from db import audit, outbox
 from db.decisions import (
     DecisionVersion,
     current_decision,
@@ -52,6 +53,7 @@ from evidence.decision import (
     drug_line,
     validate_decision,
 )
+from evidence.dft import Hl7Settings
 from evidence.edits import EditResult, Edits, blocking, check
 from evidence.rules import Rules
 from parsers.errors import PumptrailError
@@ -317,8 +319,10 @@ def sign_off(
     *,
     actor: str,
     audit_detail: Mapping[str, object] | None = None,
+    hl7: Hl7Settings | None = None,
 ) -> tuple[DecisionVersion, list[EditResult]]:
-    """Validate, check the edits, store the next version and its audit entry.
+    """Validate, check the edits, store the next version, its audit entry and its
+    billing messages (`db.outbox.enqueue_for`, built with `hl7`).
 
     Raises SignOffRefused (field errors, or blocking edits); returns the stored version
     and the warnings it was signed with.
@@ -334,6 +338,7 @@ def sign_off(
             raise SignOffRefused(edits=refused)
         stored = decision_json(decision)
         version = store_version(connection, facts.session_id, stored, author=actor)
+        outbox.enqueue_for(connection, version, hl7 or Hl7Settings())
         audit.append(
             connection,
             actor=actor,

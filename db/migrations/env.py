@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 # Imported for their models, which these modules put on Base.metadata.
 import db.audit
 import db.decisions
+import db.outbox
 import db.payers
 import db.raw_blobs  # noqa: F401
 from db.engine import make_engine

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from db.checkpoints import AnchorConfig
     from evidence import Rules
+    from evidence.dft import Hl7Settings
 
 DB_SETTINGS = ("db", "data_dir")
 
@@ -234,6 +235,22 @@ def anchor_config(resolved: settings.Settings) -> AnchorConfig:
         clinic_name=resolved.clinic_name,
         syslog_address=resolved.audit_syslog,
     )
+
+
+def hl7_settings(resolved: settings.Settings) -> Hl7Settings:
+    """What the billing interface's DFT^P03 messages are built with (docs/interfaces.md)."""
+    from evidence.dft import DftSettingsError, Hl7Settings, parse_charge_codes
+
+    try:
+        return Hl7Settings(
+            sending_facility=resolved.hl7_sending_facility,
+            receiving_application=resolved.hl7_receiving_application,
+            receiving_facility=resolved.hl7_receiving_facility,
+            processing_id=resolved.hl7_processing_id,
+            charge_codes=parse_charge_codes(resolved.hl7_charge_codes),
+        )
+    except DftSettingsError as exc:
+        raise CommandError(f"setting {exc}") from exc
 
 
 def load_clinic_rules(resolved: settings.Settings, folder: Path | None = None) -> Rules:

@@ -81,6 +81,10 @@ def service_config(resolved: settings.Settings) -> ServiceConfig:
         serial_port=resolved.serial_port,
         serial_baud=resolved.serial_baud,
         anchor=anchor_config(resolved),
+        billing_mllp=resolved.billing_mllp,
+        billing_mllp_tls=resolved.billing_mllp_tls,
+        billing_mllp_ca=resolved.billing_mllp_ca,
+        billing_ack_seconds=resolved.billing_ack_seconds,
     )
 
 

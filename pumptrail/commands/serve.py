@@ -26,6 +26,7 @@ from pumptrail.commands import set_handler
 from pumptrail.commands.db import (
     add_database_arguments,
     anchor_config,
+    hl7_settings,
     load_clinic_rules,
     open_from_settings,
     resolve,
@@ -95,6 +96,7 @@ def web_config(resolved: settings.Settings, **fields: Any) -> WebConfig:
         supervising_physician=resolved.supervising_physician,
         version=__version__,
         anchor=anchor_config(resolved),
+        hl7=hl7_settings(resolved),
         **fields,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import stat
 from pathlib import Path
 
@@ -109,3 +110,55 @@ def test_the_charges_page_offers_the_same_csv_as_the_command(
     exports = audit_entries(engine, audit.EXPORT_CHARGES)
     assert exports[0].actor == "cora" and exports[0].detail["session_ids"] == [session_id]
     assert coder.get("/charges.csv?since=yesterday").status_code == 404
+
+
+def charges_cli(data: DemoData, *args: str) -> int:
+    return main(["charges", *args, "--db", data.url, "--data-dir", str(data.root)])
+
+
+def test_sign_off_queues_hl7_and_the_page_and_cli_follow_billing_answers(
+    coder: TestClient,
+    data: DemoData,
+    engine: Engine,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from db import outbox
+    from tests.ingest.mllp_receiver import MllpReceiver, always
+
+    session_id = data.session_ids[-1]
+    sign(coder, session_id)
+    with engine.connect() as connection:
+        (message,) = outbox.list_messages(connection)
+    assert (message.session_id, message.version, message.kind) == (session_id, 1, "charges")
+    assert (
+        '<span class="status status-ready">ready</span>'
+        in coder.get("/charges?since=2000-01-01").text
+    )
+    # Billing not configured: the command cannot send (2); unreachable: 1, still queued.
+    assert charges_cli(data, "send") == 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    assert charges_cli(data, "send", "--billing-mllp", closed) == 1
+    assert "stays queued" in capsys.readouterr().err
+    with MllpReceiver(always("AR")) as receiver:
+        assert charges_cli(data, "send", "--billing-mllp", receiver.address) == 0
+    assert receiver.received == [message.control_id]
+    page = coder.get("/charges?since=2000-01-01").text
+    assert "status-rejected" in page and "AR: unknown provider (AR)" in page
+    capsys.readouterr()
+    assert charges_cli(data, "list", "--status", "rejected") == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[1].startswith(f"{message.id}\t")
+    assert listed[1].endswith("\trejected\t2\tAR unknown provider (AR)")
+    assert charges_cli(data, "resend", "999") == 1
+    assert charges_cli(data, "resend", str(message.id)) == 0
+    (entry,) = audit_entries(engine, audit.CHARGES_RESEND)
+    assert entry.detail["control_id"] == message.control_id
+    assert charges_cli(data, "resend", str(message.id)) == 1
+    with MllpReceiver(always("AA")) as receiver:
+        assert charges_cli(data, "send", "--billing-mllp", receiver.address) == 0
+        # Acknowledged: a further pass sends nothing.
+        assert charges_cli(data, "send", "--billing-mllp", receiver.address) == 0
+    assert receiver.received == [message.control_id]
+    assert "status-acknowledged" in coder.get("/charges?since=2000-01-01").text

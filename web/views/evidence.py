@@ -194,6 +194,7 @@ def evidence_sign_off(
             state.rules,
             state.edits,
             actor=user.username,
+            hl7=state.config.hl7,
             audit_detail={
                 "route": route_template(request),
                 "client": client_address(request),

@@ -288,6 +288,7 @@ def _sign_one(request: Request, session_id: str, diagnoses: str, user: User) -> 
             state.rules,
             state.edits,
             actor=user.username,
+            hl7=state.config.hl7,
             audit_detail={
                 "route": route_template(request),
                 "client": client_address(request),
