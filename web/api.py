@@ -468,11 +468,7 @@ def _decision_answer(request: Request, session_id: str, *, with_versions: bool =
 
     state = app_state(request)
     with state.engine.connect() as connection:
-        facts = (
-            session_facts(connection, session_id, state.rules.default_profile)
-            if len(session_id) <= 64
-            else None
-        )
+        facts = session_facts(connection, session_id, state.rules.default_profile)
         if facts is None:
             return None
         found = proposal(
@@ -536,11 +532,7 @@ def api_sign_off(
         )
     state = app_state(request)
     with state.engine.connect() as connection:
-        facts = (
-            session_facts(connection, session_id, state.rules.default_profile)
-            if len(session_id) <= 64
-            else None
-        )
+        facts = session_facts(connection, session_id, state.rules.default_profile)
     if facts is None:
         return JSONResponse({"detail": "no stored evidence for this session ID"}, status_code=404)
     payload = body.model_dump(exclude_none=False)

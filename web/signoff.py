@@ -59,6 +59,8 @@ from evidence.rules import Rules
 from parsers.errors import PumptrailError
 
 QHP_ROLES = frozenset({"physician", "qhp"})
+# Session IDs are UUIDs (36 characters); anything longer is no session ID.
+MAX_SESSION_ID_LEN = 64
 
 
 class SignOffRefused(PumptrailError):
@@ -106,6 +108,9 @@ class SessionFacts:
 def session_facts(
     connection: Connection, session_id: str, default_profile: str
 ) -> SessionFacts | None:
+    """The stored session and its evidence with `applicable`; None when there is none."""
+    if len(session_id) > MAX_SESSION_ID_LEN:
+        return None  # longer than any stored session ID: nothing to look up
     row = connection.execute(
         select(sessions.c.patient_id, sessions.c.session_start_local, sessions.c.operator_id).where(
             sessions.c.session_id == session_id
