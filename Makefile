@@ -51,7 +51,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy pumptrail ingest parsers db evidence web fixtures
 
-pytest: $(STAMP)
+# The official FHIR R4 schema and validator the FHIR tests check bundles against
+# (npm packages pinned by tests/fhir/package-lock.json).
+FHIR_PACKAGES := tests/fhir/node_modules/.package-lock.json
+
+$(FHIR_PACKAGES): tests/fhir/package.json tests/fhir/package-lock.json
+	cd tests/fhir && npm ci --no-audit --no-fund --ignore-scripts
+
+pytest: $(STAMP) $(FHIR_PACKAGES)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## make audit: known vulnerabilities in the runtime lock (pip-audit, PyPI's advisory
