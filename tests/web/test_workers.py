@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import subprocess
@@ -122,3 +123,34 @@ def test_the_web_config_reaches_the_workers_unchanged(tmp_path: Path) -> None:
     )
     text = encode_config(config, rules_dir=tmp_path / "rules", log_level="DEBUG")
     assert decode_config(text) == (config, tmp_path / "rules", "DEBUG")
+
+
+def test_only_the_worker_holding_the_lock_repairs_the_code_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pumptrail.commands import serve
+
+    config = WebConfig.for_database(f"sqlite:///{tmp_path / 'pumptrail.db'}")
+    monkeypatch.setenv(serve.CONFIG_ENV, encode_config(config, rules_dir=None, log_level="INFO"))
+    monkeypatch.setattr(serve, "_code_index_lock", [])
+    other = os.open(tmp_path / serve.CODE_INDEX_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        # Another worker holds the lock: this one leaves the index alone.
+        assert serve.app_from_env().state.code_indexer.every_s is None
+        fcntl.flock(other, fcntl.LOCK_UN)
+        # The holder is gone: the next worker started takes over the repair.
+        assert serve.app_from_env().state.code_indexer.every_s == config.sync_codes_seconds
+    finally:
+        os.close(other)
+        for descriptor in serve._code_index_lock:
+            os.close(descriptor)
+
+
+def test_app_from_env_needs_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pumptrail.commands import serve
+    from pumptrail.errors import CommandError
+
+    monkeypatch.delenv(serve.CONFIG_ENV, raising=False)
+    with pytest.raises(CommandError, match="PUMPTRAIL_WEB_CONFIG"):
+        serve.app_from_env()
