@@ -21,6 +21,7 @@ BENCHMARKS = (
     "bench.bench_replay",
     "bench.bench_cli",
     "bench.bench_hl7",
+    "bench.bench_web_workers",
 )
 
 

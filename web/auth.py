@@ -18,11 +18,13 @@ SHA-256; `web.users`), so viewing a page writes nothing but the audit row:
   the login form, shown before any session exists, takes its token from a short
   pre-login cookie of its own. Tokens compare in constant time.
 
-The secret lives in `<data_dir>/web-secret`, created 0600 on first run.
+The secret lives in `<data_dir>/web-secret`, created 0600 on first run (whole, under
+a temporary name linked into place, so workers starting together share one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -66,16 +68,13 @@ def load_secret(data_dir: Path) -> str:
     path = Path(data_dir) / SECRET_FILE
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise SecretError(f"{path}: cannot create: {exc.strerror or exc}") from exc
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
-        log.info("created the web signing secret %s", path)
+    if not path.exists():
+        try:
+            created = _create_secret(path)
+        except OSError as exc:
+            raise SecretError(f"{path}: cannot create: {exc.strerror or exc}") from exc
+        if created:
+            log.info("created the web signing secret %s", path)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -87,6 +86,31 @@ def load_secret(data_dir: Path) -> str:
     if len(text) < 32:
         raise SecretError(f"{path}: the secret is shorter than 32 characters")
     return text
+
+
+def _create_secret(path: Path) -> bool:
+    """Write a new secret to `path` unless one is there; True when this call made it.
+
+    The secret is written under a temporary name, flushed, and linked to its final
+    name: several workers starting at once all end up reading the same whole file,
+    never a half-written one.
+    """
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
 
 
 @dataclass(frozen=True, slots=True)

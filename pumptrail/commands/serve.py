@@ -1,4 +1,4 @@
-"""`pumptrail serve [--host H] [--port P]`: the coder and auditor web view.
+"""`pumptrail serve [--host H] [--port P] [--workers N]`: the coder and auditor web view.
 
 Serves `web.create_app` with uvicorn on `host`:`port` (settings; default
 127.0.0.1:8300, local only: put a TLS reverse proxy in front to reach it from
@@ -8,6 +8,15 @@ database is opened (an empty one is set up), the signing secret is read from
 the app writes its own (`pumptrail.web.access`), naming route templates, never
 concrete paths or query strings, which may carry a patient ID. The app gets
 its settings as a typed `web.context.WebConfig` built here (`web_config`).
+
+`--workers N` (N > 1) runs N uvicorn worker processes on the one port. Each
+builds its own app with `app_from_env`, from the settings this process checked
+and put in the environment variable `PUMPTRAIL_WEB_CONFIG` (JSON). What the
+workers must agree on is shared outside them: login sessions (`web_sessions`)
+and the login throttle (`login_throttle`) live in the database, the cookie
+signing secret in `<data_dir>/web-secret`, the signing identity under
+`<data_dir>/keys`. The code index repair (`db.code_index.CodeIndexer`) runs in
+the one worker holding the lock on `<data_dir>/.web-code-index.lock`.
 Exit status 0 after Ctrl-C or SIGTERM, 2 when the settings, rules, database or
 signing secret cannot be used.
 """
@@ -15,11 +24,16 @@ signing secret cannot be used.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
+import os
 import signal
 import sys
 import threading
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pumptrail import __version__, settings
 from pumptrail.commands import set_handler
@@ -34,7 +48,17 @@ from pumptrail.commands.db import (
 from pumptrail.errors import CommandError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from web.context import WebConfig
+
+# The environment variable carrying the checked settings to the worker processes.
+CONFIG_ENV: Final = "PUMPTRAIL_WEB_CONFIG"
+# The import string uvicorn's worker processes build their app with.
+APP_FACTORY: Final = "pumptrail.commands.serve:app_from_env"
+CODE_INDEX_LOCK: Final = ".web-code-index.lock"
+# The lock file stays open (and locked) while the worker holding it lives.
+_code_index_lock: list[int] = []
 
 SETTINGS = (
     "data_dir",
@@ -75,6 +99,13 @@ def register(subparsers: Any) -> None:
         default="127.0.0.1",
         metavar="IPS",
         help="proxies trusted with --proxy-headers (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes serving the one port (default 1)",
     )
     add_database_arguments(parser, SETTINGS)
     set_handler(parser, run)
@@ -118,14 +149,17 @@ def run(args: argparse.Namespace) -> int:
     rules = load_clinic_rules(resolved)
     if args.idle_minutes < 1:
         raise CommandError("--idle-minutes: at least 1")
+    if args.workers < 1:
+        raise CommandError("--workers: at least 1")
     engine = open_from_settings(resolved)
+    config = web_config(
+        resolved,
+        idle_minutes=args.idle_minutes,
+        secure_cookies=True if args.secure_cookies else None,
+    )
     try:
         app = create_app(
-            web_config(
-                resolved,
-                idle_minutes=args.idle_minutes,
-                secure_cookies=True if args.secure_cookies else None,
-            ),
+            config,
             rules=rules,
             engine=engine,
             edits=load_edits(resolved.rules_dir),
@@ -135,12 +169,30 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
         raise CommandError(str(exc)) from exc
     host, port = resolved.host, resolved.port
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
     print(
         f"pumptrail {__version__}: web view on http://{host}:{port}/ "
-        f"(database {safe_url_text(resolved.db)})",
+        f"(database {safe_url_text(resolved.db)}{workers})",
         file=sys.stderr,
         flush=True,
     )
+    if args.workers > 1:
+        # The app built above proved the settings, rules and secret; each worker
+        # builds its own from the same settings.
+        del app
+        engine.dispose()
+        os.environ[CONFIG_ENV] = encode_config(
+            config, rules_dir=resolved.rules_dir, log_level=resolved.log_level
+        )
+        serve_app(
+            APP_FACTORY,
+            host=host,
+            port=port,
+            workers=args.workers,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips if args.proxy_headers else None,
+        )
+        return 0
     try:
         serve_app(
             app,
@@ -159,10 +211,13 @@ def serve_app(
     *,
     host: str,
     port: int,
+    workers: int = 1,
     proxy_headers: bool = False,
     forwarded_allow_ips: str | None = None,
 ) -> None:
     """Serve the web app with uvicorn until Ctrl-C or SIGTERM (its own access log off).
+
+    `app` is the app, or with `workers` > 1 the import string of a factory.
 
     uvicorn stops on the signal, then raises it again for the handler it found; a
     quiet handler here makes that a clean return instead of a KeyboardInterrupt
@@ -178,6 +233,8 @@ def serve_app(
             app,
             host=host,
             port=port,
+            workers=workers if workers > 1 else None,
+            factory=workers > 1,
             access_log=False,
             server_header=False,
             log_config=None,
@@ -191,3 +248,83 @@ def serve_app(
 
 def _after_stop(_signum: int, _frame: FrameType | None) -> None:
     """The stop signal, raised again by uvicorn once it has shut down: already handled."""
+
+
+def encode_config(config: WebConfig, *, rules_dir: Path | None, log_level: str) -> str:
+    """The JSON `app_from_env` reads: the web config, the rules folder, the log level."""
+    return json.dumps(
+        {"web": _plain(config), "rules_dir": _plain(rules_dir), "log_level": log_level}
+    )
+
+
+def decode_config(text: str) -> tuple[WebConfig, Path | None, str]:
+    """(web config, rules folder, log level) of `encode_config`'s JSON."""
+    from db.checkpoints import AnchorConfig
+    from evidence.dft import Hl7Settings
+    from web.context import WebConfig
+
+    payload = json.loads(text)
+    web = dict(payload["web"])
+    for name in ("data_dir", "raw_store", "inbox", "quarantine"):
+        web[name] = Path(web[name])
+    anchor = web.get("anchor")
+    if anchor is not None:
+        key = anchor.get("signing_key")
+        web["anchor"] = AnchorConfig(
+            **{**anchor, "data_dir": Path(anchor["data_dir"]), "signing_key": key and Path(key)}
+        )
+    web["hl7"] = Hl7Settings(**web["hl7"])
+    rules_dir = payload.get("rules_dir")
+    return WebConfig(**web), Path(rules_dir) if rules_dir else None, str(payload["log_level"])
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON: dataclasses as objects, paths as strings, mappings as objects."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process: `create_app` on the settings in `PUMPTRAIL_WEB_CONFIG`.
+
+    Only the worker that gets the code index lock repairs the code index; the
+    others leave it alone (a worker restarted after the holder died takes it).
+    """
+    from evidence import load_rules
+    from evidence.devices import load_device_makers
+    from evidence.edits import load_edits
+    from ingest.logging_setup import configure_logging
+    from web.app import create_app
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise CommandError(f"{CONFIG_ENV} is not set: start the workers with `pumptrail serve`")
+    config, rules_dir, log_level = decode_config(text)
+    configure_logging(log_level)
+    if not _hold_code_index_lock(config.data_dir):
+        config = replace(config, sync_codes_seconds=None)
+    return create_app(
+        config,
+        rules=load_rules(rules_dir),
+        edits=load_edits(rules_dir),
+        device_makers=load_device_makers(rules_dir),
+    )
+
+
+def _hold_code_index_lock(data_dir: Path) -> bool:
+    """True when this process holds (now or already) the code index lock of `data_dir`."""
+    if _code_index_lock:
+        return True
+    descriptor = os.open(Path(data_dir) / CODE_INDEX_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return False
+    _code_index_lock.append(descriptor)
+    return True

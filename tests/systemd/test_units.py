@@ -132,7 +132,7 @@ def test_verify_would_catch_a_broken_unit(local_units: list[Path]) -> None:
     ("name", "command"),
     [
         ("pumptrail.service", "run"),
-        ("pumptrail-web.service", "serve --secure-cookies --proxy-headers"),
+        ("pumptrail-web.service", "serve --secure-cookies --proxy-headers --workers 2"),
     ],
 )
 def test_common_directives(name: str, command: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import stat
 import time
@@ -329,6 +330,18 @@ def test_the_secret_file_is_created_0600_once(tmp_path: Path) -> None:
     path.chmod(0o644)
     assert load_secret(tmp_path / "data") == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_workers_starting_together_read_one_whole_secret(tmp_path: Path) -> None:
+    """Many processes creating the secret at once: each reads the same complete file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(6) as pool:
+        secrets_read = pool.map(load_secret, [data] * 24)
+    assert len(set(secrets_read)) == 1
+    assert len(secrets_read[0]) >= 32
+    assert [p.name for p in data.iterdir()] == ["web-secret"]
 
 
 # ---------------------------------------------------------------------------
