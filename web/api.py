@@ -41,7 +41,7 @@ from db.payers import evidence_with_applicable
 from evidence.codes import ProcedureCode
 from evidence.flags import SessionFlag
 from web.auth import SESSION_COOKIE
-from web.context import app_state, client_address, current_user, record_view, route_template
+from web.context import app_state, current_user, record_view
 from web.queries import (
     DEFAULT_PAGE_SIZE,
     BadCursor,
@@ -523,7 +523,7 @@ def api_sign_off(
     *,
     user: Annotated[User, Depends(current_user)],
 ) -> Response:
-    from web.signoff import SignOffRefused, session_facts, sign_off, version_json
+    from web.signoff import SignOffRefused, session_facts, sign_off_for, version_json
 
     if user.role not in SIGN_OFF_ROLES:
         return JSONResponse(
@@ -540,16 +540,7 @@ def api_sign_off(
         payload.pop("drugs")
     payload["em_codes"] = [e.model_dump() for e in body.em_codes]
     try:
-        version, warnings = sign_off(
-            state.engine,
-            facts,
-            payload,
-            state.rules,
-            state.edits,
-            actor=user.username,
-            audit_detail={"route": route_template(request), "client": client_address(request)},
-            hl7=state.config.hl7,
-        )
+        version, warnings = sign_off_for(request, user, facts, payload)
     except SignOffRefused as refused:
         return JSONResponse({"detail": refused.as_detail()}, status_code=422)
     answer = version_json(version)

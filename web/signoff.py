@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from fastapi import Request
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
@@ -57,6 +58,8 @@ from evidence.dft import Hl7Settings
 from evidence.edits import EditResult, Edits, blocking, check
 from evidence.rules import Rules
 from parsers.errors import PumptrailError
+from web.context import app_state, client_address, route_template
+from web.users import User
 
 QHP_ROLES = frozenset({"physician", "qhp"})
 # Session IDs are UUIDs (36 characters); anything longer is no session ID.
@@ -363,3 +366,30 @@ def sign_off(
 def lines_of(version: DecisionVersion, patient_id: str | None) -> tuple[ChargeLine, ...]:
     """The charge lines of a stored decision version."""
     return charge_lines(decision_from_json(version.session_id, patient_id, version.decision))
+
+
+def sign_off_for(
+    request: Request,
+    user: User,
+    facts: SessionFacts,
+    body: Mapping[str, Any],
+    **detail: object,
+) -> tuple[DecisionVersion, list[EditResult]]:
+    """`sign_off` by the logged-in `user` of a web request (form, bulk action or API):
+    the app's engine, rules, edits and HL7 settings, and the route and client address
+    in the audit entry with any `detail` the caller adds (`bulk=True`)."""
+    state = app_state(request)
+    return sign_off(
+        state.engine,
+        facts,
+        body,
+        state.rules,
+        state.edits,
+        actor=user.username,
+        hl7=state.config.hl7,
+        audit_detail={
+            "route": route_template(request),
+            "client": client_address(request),
+            **detail,
+        },
+    )

@@ -29,20 +29,18 @@ from web.context import (
     Forbidden,
     app_state,
     check_csrf,
-    client_address,
     current_user,
     raw_store_of,
     record_view,
     render,
     require,
-    route_template,
 )
 from web.decision_form import DecisionForm, decision_form, form_body, refused_form
 from web.packet_signing import build_signed_packet
 from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import raw_file, raw_files_of, session_record
 from web.replay import replay_pump_of
-from web.signoff import SignOffRefused, proposal, session_facts, sign_off
+from web.signoff import SignOffRefused, proposal, session_facts, sign_off_for
 from web.users import User
 from web.views.audit import REPLAY_ACTIONS, audit_entries
 from web.views.common import chosen_profile, keep_profile, list_url, not_found, redirect
@@ -187,19 +185,7 @@ def evidence_sign_off(
         specialty_pharmacy_supplied=specialty_pharmacy_supplied in ("1", "on", "true"),
     )
     try:
-        version, _warnings = sign_off(
-            state.engine,
-            facts,
-            body,
-            state.rules,
-            state.edits,
-            actor=user.username,
-            hl7=state.config.hl7,
-            audit_detail={
-                "route": route_template(request),
-                "client": client_address(request),
-            },
-        )
+        version, _warnings = sign_off_for(request, user, facts, body)
     except SignOffRefused as refused:
         form = _decision_form(request, session_id, user)
         if form is None:  # pragma: no cover - the facts were just read

@@ -35,11 +35,9 @@ from web.context import (
     Forbidden,
     app_state,
     check_csrf,
-    client_address,
     current_user,
     record_view,
     render,
-    route_template,
 )
 from web.decision_form import COMMON_DIAGNOSES
 from web.queries import (
@@ -51,7 +49,7 @@ from web.queries import (
     SessionFilter,
     list_sessions,
 )
-from web.signoff import SignOffRefused, rendering_npi, session_facts, sign_off
+from web.signoff import SignOffRefused, rendering_npi, session_facts, sign_off_for
 from web.users import User
 from web.views.common import list_url, remember_list, saved_list
 
@@ -281,20 +279,7 @@ def _sign_one(request: Request, session_id: str, diagnoses: str, user: User) -> 
         "rendering_npi": npi or "",
     }
     try:
-        version, _warnings = sign_off(
-            state.engine,
-            facts,
-            body,
-            state.rules,
-            state.edits,
-            actor=user.username,
-            hl7=state.config.hl7,
-            audit_detail={
-                "route": route_template(request),
-                "client": client_address(request),
-                "bulk": True,
-            },
-        )
+        version, _warnings = sign_off_for(request, user, facts, body, bulk=True)
     except SignOffRefused as refused:
         return BulkOutcome(session_id, False, str(refused))
     return BulkOutcome(session_id, True, f"{facts.applicable_procedure}, version {version.version}")
