@@ -49,6 +49,7 @@ from web.queries import (
     SessionFilter,
     list_sessions,
 )
+from web.signoff import MAX_SESSION_ID_LEN
 from web.users import User
 
 # Documents the cookie login in the OpenAPI security schemes; the check itself is
@@ -362,7 +363,7 @@ def api_session(
     with state.engine.connect() as connection:
         document = (
             evidence_with_applicable(connection, session_id, state.rules.default_profile)
-            if len(session_id) <= 64
+            if len(session_id) <= MAX_SESSION_ID_LEN
             else None
         )
     if document is None:

@@ -44,10 +44,7 @@ from evidence.fhir import (
 )
 from evidence.rules import Rules
 from web.queries import raw_files_of
-from web.signoff import lines_of, proposal, session_facts
-
-# Longest session ID looked up (a UUID is 36 characters).
-MAX_SESSION_ID = 64
+from web.signoff import MAX_SESSION_ID_LEN, lines_of, proposal, session_facts
 
 
 def newest_packet(
@@ -84,7 +81,7 @@ def session_bundle(
     device_makers: DeviceMakers = (),
 ) -> dict[str, Any] | None:
     """The session's FHIR R4 bundle; None when no stored session with evidence has this ID."""
-    if len(session_id) > MAX_SESSION_ID:
+    if len(session_id) > MAX_SESSION_ID_LEN:
         return None
     row = connection.execute(
         select(sessions.c.id, sessions.c.document).where(sessions.c.session_id == session_id)

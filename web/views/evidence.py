@@ -40,7 +40,13 @@ from web.packet_signing import build_signed_packet
 from web.pages import EvidenceView, build_evidence_view, generated_stamp
 from web.queries import raw_file, raw_files_of, session_record
 from web.replay import replay_pump_of
-from web.signoff import SignOffRefused, proposal, session_facts, sign_off_for
+from web.signoff import (
+    MAX_SESSION_ID_LEN,
+    SignOffRefused,
+    proposal,
+    session_facts,
+    sign_off_for,
+)
 from web.users import User
 from web.views.audit import REPLAY_ACTIONS, audit_entries
 from web.views.common import chosen_profile, keep_profile, list_url, not_found, redirect
@@ -57,7 +63,7 @@ SIGN_OFF_ROLES = frozenset({"coder", "admin"})
 
 def _view(request: Request, session_id: str) -> EvidenceView | None:
     state = app_state(request)
-    if len(session_id) > 64:
+    if len(session_id) > MAX_SESSION_ID_LEN:
         return None
     with state.engine.connect() as connection:
         return build_evidence_view(
@@ -137,7 +143,7 @@ def _evidence_page(
 def evidence_page(
     request: Request, session_id: str, *, user: Annotated[User, Depends(current_user)]
 ) -> Response:
-    form = _decision_form(request, session_id, user) if len(session_id) <= 64 else None
+    form = _decision_form(request, session_id, user)
     signed = str(request.query_params.get("signed", ""))
     message = f"Visit signed off (version {signed})." if signed.isdigit() else ""
     return _evidence_page(request, session_id, user, form=form, message=message)
@@ -166,10 +172,8 @@ def evidence_sign_off(
     if user.role not in SIGN_OFF_ROLES:
         raise Forbidden(f"coders and admins sign off; you are an {user.role}")
     state = app_state(request)
-    facts = None
-    if len(session_id) <= 64:
-        with state.engine.connect() as connection:
-            facts = session_facts(connection, session_id, state.rules.default_profile)
+    with state.engine.connect() as connection:
+        facts = session_facts(connection, session_id, state.rules.default_profile)
     if facts is None:
         return not_found(request, "No stored evidence for this session ID.")
     body: dict[str, Any] = form_body(
@@ -298,7 +302,7 @@ def replay_page(
 ) -> Response:
     state = app_state(request)
     record_ = None
-    if len(session_id) <= 64:
+    if len(session_id) <= MAX_SESSION_ID_LEN:
         with state.engine.connect() as connection:
             record_ = session_record(connection, session_id)
             raws = [] if record_ is None else raw_files_of(connection, record_.pk)
