@@ -45,26 +45,36 @@ class RowInserter:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], Plan] = {}
+
+    def plan(self, dialect: Dialect, keys: tuple[str, ...]) -> Plan:
+        """The compiled INSERT and processors for rows with these keys on this dialect."""
+        plan = self._plans.get((dialect.name, keys))
+        if plan is None:
+            plan = self._plans[(dialect.name, keys)] = Plan(self.table, keys, dialect)
+        return plan
 
     def insert(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        keys = tuple(rows[0])
-        dialect = connection.dialect
-        plan = self._plans.get((dialect.name, keys))
-        if plan is None:
-            plan = self._plans[(dialect.name, keys)] = _Plan(self.table, keys, dialect)
+        plan = self.plan(connection.dialect, tuple(rows[0]))
+        self.insert_parameters(connection, plan, plan.parameters(rows))
+
+    @staticmethod
+    def insert_parameters(connection: Connection, plan: Plan, parameters: Sequence[Any]) -> None:
+        """Rows already through `plan.parameters` (by a parallel import's worker, say)."""
+        if not parameters:
+            return
         if plan.copy_sql is not None:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor, cursor.copy(plan.copy_sql) as copy:
-                for values in plan.parameters(rows):
+                for values in parameters:
                     copy.write_row(values)
             return
-        connection.exec_driver_sql(plan.sql, plan.parameters(rows))
+        connection.exec_driver_sql(plan.sql, list(parameters))
 
 
-class _Plan:
+class Plan:
     """The compiled statement and the per-column processors for one dialect and key set."""
 
     def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect) -> None:
@@ -89,6 +99,12 @@ class _Plan:
         self.processors: list[tuple[str, Processor | None]] = [
             (name, _processor(table.c[name].type, dialect)) for name in self.order
         ]
+
+    def position(self, key: str) -> int:
+        """Where `key` sits in a positional parameter tuple of this plan."""
+        if not self.positional:
+            raise ValueError(f"{self.sql}: named parameters have no positions")
+        return self.order.index(key)
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         processors = self.processors

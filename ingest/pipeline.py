@@ -121,6 +121,11 @@ class ImportResult:
     exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
+# A file offered to a bulk import: its bytes and label, or the result of a file
+# that could not be read.
+Offered = tuple[bytes, str] | ImportResult
+
+
 @dataclass
 class ImportSummary:
     results: list[ImportResult] = field(default_factory=list)
@@ -165,6 +170,30 @@ def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
             yield from walk_folder(path)
         else:
             yield path
+
+
+def groups_of(items: Iterable[Offered], group: int = GROUP_FILES) -> Iterator[list[Offered]]:
+    """Offered files in groups of `group` files, and at most GROUP_BYTES of them."""
+    pending: list[Offered] = []
+    size = 0
+    for item in items:
+        pending.append(item)
+        size += 0 if isinstance(item, ImportResult) else len(item[0])
+        if len(pending) >= group or size >= GROUP_BYTES:
+            yield pending
+            pending, size = [], 0
+    if pending:
+        yield pending
+
+
+def read_offered(path: Path, label: str) -> Offered:
+    """A file's bytes and label, or the result of a file that cannot be read."""
+    try:
+        return read_export(path, source=label), label
+    except DecodeError as exc:  # too large: refused unread, so nothing to keep
+        return ImportResult(label, "refused", str(exc), error=exc.as_dict(), exception=exc)
+    except OSError as exc:
+        return ImportResult(label, "refused", f"{label}: cannot read: {exc.strerror or exc}")
 
 
 # ---------------------------------------------------------------------------
@@ -219,17 +248,11 @@ class Importer:
         return self.import_bytes(*read)
 
     @staticmethod
-    def _read(path: Path, label: str) -> tuple[bytes, str] | ImportResult:
-        """The file's bytes and label, or the result of a file that cannot be read."""
-        try:
-            return read_export(path, source=label), label
-        except DecodeError as exc:  # too large: refused unread, so nothing to keep
-            return ImportResult(label, "refused", str(exc), error=exc.as_dict(), exception=exc)
-        except OSError as exc:
-            return ImportResult(label, "refused", f"{label}: cannot read: {exc.strerror or exc}")
+    def _read(path: Path, label: str) -> Offered:
+        return read_offered(path, label)
 
     def import_many(
-        self, items: Iterable[tuple[bytes, str] | ImportResult], *, group: int = GROUP_FILES
+        self, items: Iterable[Offered], *, group: int = GROUP_FILES
     ) -> Iterator[ImportResult]:
         """Bulk import with group commit: the same result per file as `import_bytes`.
 
@@ -243,20 +266,22 @@ class Importer:
         imported, which the next run imports again. The watcher, which archives
         each file after its commit, imports one file at a time, durably.
         """
-        pending: list[tuple[bytes, str] | ImportResult] = []
-        size = 0
-        for item in items:
-            pending.append(item)
-            size += 0 if isinstance(item, ImportResult) else len(item[0])
-            if len(pending) >= group or size >= GROUP_BYTES:
-                yield from self._import_group(pending)
-                pending, size = [], 0
-        if pending:
+        for pending in groups_of(items, group):
             yield from self._import_group(pending)
 
     def _import_group(
-        self, items: Sequence[tuple[bytes, str] | ImportResult]
+        self,
+        items: Sequence[Offered],
+        write: Callable[[Sequence[Offered]], list[ImportResult]] | None = None,
     ) -> list[ImportResult]:
+        """One group of `import_many`: raw bytes flushed, files written, made durable.
+
+        `write` stores the group's files once their raw bytes are on disk (the
+        parallel import's group writer); by default each file in its own transaction.
+        When a deferred raw write failed, every file is written on its own, which
+        writes its bytes again, durably, in its transaction.
+        """
+        deferred_ok = True
         for item in items:
             if isinstance(item, ImportResult):
                 continue
@@ -265,6 +290,7 @@ class Importer:
             except (OSError, SQLAlchemyError) as exc:
                 # import_bytes writes it again, durably, and reports what fails then.
                 log.warning("raw store: deferred write failed: %s", type(exc).__name__)
+                deferred_ok = False
         try:
             # Raw bytes on disk before any row that names them is committed.
             self.store.sync()
@@ -282,10 +308,9 @@ class Importer:
                 )
                 for item in items
             ]
-        results = [
-            item if isinstance(item, ImportResult) else self.import_bytes(*item, group_commit=True)
-            for item in items
-        ]
+        if write is None or not deferred_ok:
+            write = self.import_each
+        results = write(items)
         try:
             make_durable(self.engine)
         except Exception as exc:  # the commits happened; that they are on disk is unknown
@@ -305,21 +330,37 @@ class Importer:
             ]
         return results
 
-    def import_bytes(self, data: bytes, name: str, *, group_commit: bool = False) -> ImportResult:
+    def import_each(self, items: Sequence[Offered]) -> list[ImportResult]:
+        """Each file in its own group-commit transaction (the raw bytes already flushed)."""
+        return [
+            item if isinstance(item, ImportResult) else self.import_bytes(*item, group_commit=True)
+            for item in items
+        ]
+
+    def import_bytes(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        group_commit: bool = False,
+        decoded: Session | DecodeError | None = None,
+    ) -> ImportResult:
         """Import one export held in memory (`name` labels it in results and rows).
 
         `group_commit`: the caller makes the commit durable later (`import_many`).
+        `decoded`: what decoding these bytes as `name` gave, when done beforehand
+        (a parallel import's worker); the file is not decoded again.
         """
         digest = sha256_hex(data)
         try:
             try:
-                return self._import(data, digest, name, group_commit)
+                return self._import(data, digest, name, group_commit, decoded)
             except IntegrityError:
                 # Another importer (a second service on one PostgreSQL database) stored
                 # the same bytes or session between this one's check and its insert:
                 # once more, the file is recognised as already stored.
                 log.info("file %s: stored meanwhile by another importer, retrying", digest[:12])
-                return self._import(data, digest, name, group_commit)
+                return self._import(data, digest, name, group_commit, decoded)
         except Exception as exc:  # one broken import must not stop the others
             log.error("import of %s failed: %s", digest[:12], type(exc).__name__)
             log.debug("import of %s failed", digest[:12], exc_info=exc)
@@ -333,7 +374,14 @@ class Importer:
 
     # -- one file -----------------------------------------------------------
 
-    def _import(self, data: bytes, digest: str, name: str, group_commit: bool) -> ImportResult:
+    def _import(
+        self,
+        data: bytes,
+        digest: str,
+        name: str,
+        group_commit: bool,
+        decoded: Session | DecodeError | None,
+    ) -> ImportResult:
         with write_transaction(self.engine, group_commit=group_commit) as connection:
             seen = self._seen(connection, digest, name)
             if seen is not None:
@@ -342,7 +390,9 @@ class Importer:
                 return seen
             self.store.put(data, connection=connection)
             try:
-                session = self._decode(data, source=name)
+                if isinstance(decoded, DecodeError):
+                    raise decoded
+                session = self._decode(data, source=name) if decoded is None else decoded
             except DecodeError as exc:
                 result = self._refuse(connection, data, digest, name, exc)
             else:
@@ -353,10 +403,13 @@ class Importer:
             return result
 
     def _audit(self, connection: Connection, result: ImportResult) -> None:
-        """The file's audit entry, in its transaction: by session ID or SHA-256, never by name."""
+        """The file's audit entry, in its transaction."""
+        audit.append_many(connection, [self.audit_entry(result)])
+
+    def audit_entry(self, result: ImportResult) -> audit.NewEntry:
+        """A file's audit entry: by session ID or SHA-256, never by name."""
         refused = result.outcome == "refused"
-        audit.append(
-            connection,
+        return audit.NewEntry(
             actor=self.actor,
             action=audit.QUARANTINE if refused else audit.IMPORT,
             target=(result.sha256 if refused else result.session_id) or "",
@@ -384,67 +437,66 @@ class Importer:
             connection.execute(delete(raw_files).where(raw_files.c.sha256 == digest))
             log.info("file %s: refused by %s before, decoding again", digest[:12], parser_version)
             return None
-        if status == "refused":
-            error = loads(error_text) if error_text else None
-            reason = error.get("message", "refused") if isinstance(error, dict) else "refused"
-            return ImportResult(
-                name,
-                "refused",
-                f"{name}: identical to {first_name}, refused before: {reason}",
-                digest,
-                error=error,
-            )
-        log.info("file %s: identical bytes already imported (session %s)", digest[:12], session_id)
-        return ImportResult(
+        error = loads(error_text) if status == "refused" and error_text else None
+        return seen_result(
             name,
-            "duplicate",
-            f"{name}: identical to {first_name} (session {session_id})",
             digest,
-            session_id,
-            source_format,
+            first_name=first_name,
+            status=status,
+            error=error,
+            source_format=source_format,
+            session_id=session_id,
         )
 
     def _refuse(
         self, connection: Connection, data: bytes, digest: str, name: str, exc: DecodeError
     ) -> ImportResult:
-        error = exc.as_dict()
-        try:
-            detected: str | None = detect(data).name
-        except DecodeError:
-            detected = None
         connection.execute(
-            _INSERT_RAW,
-            {
-                "sha256": digest,
-                "size": len(data),
-                "name": name,
-                "source_format": detected,
-                "status": "refused",
-                "error_code": exc.code,
-                "error": dumps({**error, "text": str(exc)}),
-                "session_pk": None,
-                "parser_version": PARSER_VERSION,
-                "received_at": self._clock(),
-            },
+            _INSERT_RAW, self.refused_row(digest, len(data), name, detected_format(data), exc)
         )
         log.info("file %s refused: %s", digest[:12], exc.code)
-        return ImportResult(name, "refused", str(exc), digest, error=error, exception=exc)
+        return refused_result(name, digest, exc)
+
+    def refused_row(
+        self, digest: str, size: int, name: str, detected: str | None, exc: DecodeError
+    ) -> dict[str, Any]:
+        """The `raw_files` row of a refused file."""
+        return {
+            "sha256": digest,
+            "size": size,
+            "name": name,
+            "source_format": detected,
+            "status": "refused",
+            "error_code": exc.code,
+            "error": dumps({**exc.as_dict(), "text": str(exc)}),
+            "session_pk": None,
+            "parser_version": PARSER_VERSION,
+            "received_at": self._clock(),
+        }
+
+    def imported_row(
+        self, digest: str, size: int, name: str, source_format: str, pk: int
+    ) -> dict[str, Any]:
+        """The `raw_files` row of a file stored as (or linked to) session `pk`."""
+        return {
+            "sha256": digest,
+            "size": size,
+            "name": name,
+            "source_format": source_format,
+            "status": "imported",
+            "error_code": None,
+            "error": None,
+            "session_pk": pk,
+            "parser_version": PARSER_VERSION,
+            "received_at": self._clock(),
+        }
 
     def _raw_row(self, connection: Connection, incoming: Incoming, pk: int) -> None:
         connection.execute(
             _INSERT_RAW,
-            {
-                "sha256": incoming.digest,
-                "size": incoming.size,
-                "name": incoming.name,
-                "source_format": incoming.session.source_format,
-                "status": "imported",
-                "error_code": None,
-                "error": None,
-                "session_pk": pk,
-                "parser_version": PARSER_VERSION,
-                "received_at": self._clock(),
-            },
+            self.imported_row(
+                incoming.digest, incoming.size, incoming.name, incoming.session.source_format, pk
+            ),
         )
 
     def _store(self, connection: Connection, incoming: Incoming) -> ImportResult:
@@ -465,17 +517,8 @@ class Importer:
                 connection, pump_id, session.session_start_utc, session_pk=pk, fresh=True
             )
             log.info("file %s: imported session %s", digest[:12], session.session_id)
-            detail = f"{name}: session {session.session_id} ({session.source_format})"
-            if rederived:
-                detail += f"; re-derived the evidence of {rederived} later session(s)"
-            return ImportResult(
-                name,
-                "imported",
-                detail,
-                digest,
-                session.session_id,
-                session.source_format,
-                rederived=rederived,
+            return imported_result(
+                name, digest, session.session_id, session.source_format, rederived
             )
 
         pk, old_pump_id, old_start, stored_format, stored_text = existing
@@ -483,14 +526,8 @@ class Importer:
         choice = choose_export(stored_format, loads(stored_text), session.source_format, document)
         if not choice.conflicting:
             log.info("file %s: another export of session %s", digest[:12], session.session_id)
-            return ImportResult(
-                name,
-                "duplicate",
-                f"{name}: session {session.session_id} already stored "
-                f"(from a {stored_format} export)",
-                digest,
-                session.session_id,
-                session.source_format,
+            return another_export_result(
+                name, digest, session.session_id, session.source_format, stored_format
             )
 
         # Two exports of one session disagree (§7.16): flag it; the binary one is used.
@@ -528,15 +565,26 @@ class Importer:
 
     # -- rows ---------------------------------------------------------------
 
+    def new_session_values(
+        self, columns: Mapping[str, Any], pump_id: int, digest: str, name: str
+    ) -> dict[str, Any]:
+        """The `sessions` row of a session stored for the first time (`columns`: db.codec)."""
+        return {
+            **columns,
+            "pump_id": pump_id,
+            "source_sha256": digest,
+            "source_name": name,
+            "conflicting_exports": False,
+            "parser_version": PARSER_VERSION,
+            "imported_at": self._clock(),
+        }
+
     def _insert_session(self, connection: Connection, incoming: Incoming, pump_id: int) -> int:
-        values = session_columns(incoming.session, incoming.document)
-        values.update(
-            pump_id=pump_id,
-            source_sha256=incoming.digest,
-            source_name=incoming.name,
-            conflicting_exports=False,
-            parser_version=PARSER_VERSION,
-            imported_at=self._clock(),
+        values = self.new_session_values(
+            session_columns(incoming.session, incoming.document),
+            pump_id,
+            incoming.digest,
+            incoming.name,
         )
         key = connection.execute(_INSERT_SESSION, values).inserted_primary_key
         if key is None:  # pragma: no cover - an insert always returns its key here
@@ -571,6 +619,18 @@ class Importer:
         self._remember(pk, values["document"], incoming.session)
 
     # -- evidence -----------------------------------------------------------
+
+    def remember(self, pk: int, document: str, session: Session) -> None:
+        """`session` is what stored row `pk` with `document` rebuilds to (decoded just now)."""
+        self._remember(pk, document, session)
+
+    def rebuild(self, stored: queries.StoredSession) -> Session:
+        """The Session a stored row holds (from the cache when it is there)."""
+        return self._rebuild(stored)
+
+    def now(self) -> datetime:
+        """The importer's clock (UTC)."""
+        return self._clock()
 
     def _remember(self, pk: int, document: str, session: Session) -> None:
         if len(self._rebuilt) >= REBUILT_CACHE:
@@ -671,6 +731,78 @@ class Importer:
                 )
             )
         queries.replace_evidence(connection, records, fresh=fresh)
+
+
+# ---------------------------------------------------------------------------
+# Results: one wording whichever importer (serial or parallel) stored the file
+
+
+def detected_format(data: bytes) -> str | None:
+    """The format a refused file claims to be, when it gets that far."""
+    try:
+        return detect(data).name
+    except DecodeError:
+        return None
+
+
+def refused_result(name: str, digest: str, exc: DecodeError) -> ImportResult:
+    return ImportResult(name, "refused", str(exc), digest, error=exc.as_dict(), exception=exc)
+
+
+def imported_result(
+    name: str, digest: str, session_id: str, source_format: str, rederived: int
+) -> ImportResult:
+    detail = f"{name}: session {session_id} ({source_format})"
+    if rederived:
+        detail += f"; re-derived the evidence of {rederived} later session(s)"
+    return ImportResult(
+        name, "imported", detail, digest, session_id, source_format, rederived=rederived
+    )
+
+
+def another_export_result(
+    name: str, digest: str, session_id: str, source_format: str, stored_format: str
+) -> ImportResult:
+    """A second export of a stored session that agrees with it (§7.16)."""
+    return ImportResult(
+        name,
+        "duplicate",
+        f"{name}: session {session_id} already stored (from a {stored_format} export)",
+        digest,
+        session_id,
+        source_format,
+    )
+
+
+def seen_result(
+    name: str,
+    digest: str,
+    *,
+    first_name: str,
+    status: str,
+    error: Mapping[str, Any] | None,
+    source_format: str | None,
+    session_id: str | None,
+) -> ImportResult:
+    """Bytes offered before under `first_name`: refused again, or a duplicate."""
+    if status == "refused":
+        reason = error.get("message", "refused") if isinstance(error, dict) else "refused"
+        return ImportResult(
+            name,
+            "refused",
+            f"{name}: identical to {first_name}, refused before: {reason}",
+            digest,
+            error=error,
+        )
+    log.info("file %s: identical bytes already imported (session %s)", digest[:12], session_id)
+    return ImportResult(
+        name,
+        "duplicate",
+        f"{name}: identical to {first_name} (session {session_id})",
+        digest,
+        session_id,
+        source_format,
+    )
 
 
 def evidence_record(

@@ -60,6 +60,11 @@ class DecodeError(PumptrailError):
         parts.append(text)
         return ": ".join(parts)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (the parallel import's workers return refusals to the writer):
+        # the default would call __init__ with the one-line message only.
+        return (_restore_decode_error, (type(self), dict(self.__dict__)))
+
     def __str__(self) -> str:
         line = self.describe()
         return f"{self.source}: {line}" if self.source else line
@@ -80,6 +85,13 @@ class DecodeError(PumptrailError):
             "record_type": self.record_type,
             "message": self.describe(),
         }
+
+
+def _restore_decode_error(cls: type[DecodeError], state: dict[str, Any]) -> DecodeError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    error.args = (error.describe(),)
+    return error
 
 
 class LimitExceeded(DecodeError):

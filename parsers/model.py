@@ -15,6 +15,7 @@ to create, which the decoder's throughput depends on).
 
 from __future__ import annotations
 
+import copyreg
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -26,6 +27,16 @@ from parsers.params import ParamValue
 SourceFormat = Literal["psl-binary", "psl-csv"]
 
 EMPTY_SETTINGS: Mapping[str, ParamValue] = MappingProxyType({})
+
+
+def _read_only(values: dict[str, ParamValue]) -> MappingProxyType[str, ParamValue]:
+    return MappingProxyType(values)
+
+
+# A session crosses process boundaries (the parallel import's workers decode, the
+# writer stores): its read-only settings mappings pickle as the dictionaries they
+# wrap and come back read-only.
+copyreg.pickle(MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
 
 
 class Position(NamedTuple):

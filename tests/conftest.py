@@ -10,6 +10,7 @@ where a skip would hide a failure: there it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,13 @@ def pg_unavailable(reason: str) -> None:
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
     """A PostgreSQL URL whose `search_path` is a fresh, empty schema."""
+    with fresh_pg_schema() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose `search_path` is a fresh, empty schema, dropped afterwards."""
     base = make_url(pg_base_url())
     admin = create_engine(base, connect_args={"connect_timeout": 3})
     schema = f"pt_test_{uuid.uuid4().hex[:12]}"
@@ -65,6 +73,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'db' / 'pumptrail.db'}"
         return
     yield request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def other_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second empty database of `db_url`'s kind (two imports compared side by side)."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other-db' / 'pumptrail.db'}"
+        return
+    with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,819 @@
+"""Parallel import: files decoded on every core, one writer per database.
+
+`pumptrail import --jobs N` and the service's backfill of a full inbox go through
+`ParallelImporter`. The work of a file splits in two:
+
+- **In worker processes** (`prepare`), for each file on its own: its SHA-256, the
+  decode (docs/formats.md, docs/format-psl-csv.md), the session document
+  (docs/session-json.md), the `sessions` columns and the `setting_values` and
+  `events` rows, already converted to what the database driver takes. A refusal
+  travels back as its `DecodeError`.
+- **In the writer** (this process, the only one that writes to the database):
+  everything that reads or changes what is stored, group by group
+  (`GroupWriter`). A group is the group commit of `Importer.import_many`: its raw
+  bytes are flushed to disk first; then the whole group is one transaction that
+  recognises duplicates (stored before, or earlier in the group), stores the new
+  sessions, links the other exports of stored sessions, writes the refusals,
+  derives the evidence of every session whose chain changed (docs/coding-rules.md
+  §7.5: the new sessions and the later sessions that read them, from the chain
+  as it stands after the group, however the files of one pump were spread over
+  workers), appends every file's audit entry in file order, and commits; the
+  group is made durable before its results are given out.
+
+Identical to the serial import, file by file: the same outcome and wording, the
+same rows, the same evidence documents (evidence is a pure function of the
+chain), the same audit entries in the same order with the same content (the
+`rederived` count of each file is the one the serial import would have logged,
+counted on the chain as it stood after the files before it). A group holding
+what the planner does not model (two exports of one session that disagree, bytes
+refused by an older parser, a file whose decoding raised an unexpected error)
+or a group whose transaction fails (a concurrent importer on the same PostgreSQL
+database, an outage) is rolled back and imported file by file by the serial path
+(`Importer.import_each`), with the decoding the workers already did.
+
+A power failure loses at most the group being written, as with the serial group
+commit; the transaction makes a group all or nothing, never half a chain.
+
+Workers are started only for an import of more than one group (starting them
+costs more than a group gains), from a fork server (the service has threads;
+forking them is unsafe). A worker that dies (killed, out of memory) stops the
+pool: the rest of the import is prepared in this process instead, and nothing is
+lost. Logs name files by SHA-256 prefix only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import URL, Connection, Dialect
+
+from db import audit, queries
+from db.bulk import Plan, RowInserter
+from db.codec import event_rows, loads, session_columns, setting_rows
+from db.engine import write_transaction
+from db.models import events, pumps, raw_files, sessions, setting_values
+from ingest.exports import choose_export
+from ingest.pipeline import (
+    GROUP_FILES,
+    Importer,
+    ImportResult,
+    Offered,
+    another_export_result,
+    detected_format,
+    evidence_record,
+    expand_paths,
+    groups_of,
+    imported_result,
+    read_offered,
+    refused_result,
+    seen_result,
+)
+from ingest.rawstore import sha256_hex
+from parsers.errors import DecodeError
+from parsers.model import Session
+from parsers.registry import PARSER_VERSION, decode_bytes
+from parsers.session_json import session_document
+
+log = logging.getLogger(__name__)
+
+# Files per task sent to a worker: enough to amortise the round trip.
+CHUNK_FILES = 8
+# Groups prepared ahead of the one being written (memory: at most this many
+# groups of GROUP_BYTES in flight).
+GROUPS_AHEAD = 2
+
+_INSERT_SESSION = sessions.insert()
+_SETTINGS = RowInserter(setting_values)
+_EVENTS = RowInserter(events)
+_SETTING_KEYS = ("session_pk", "phase", "param", "value")
+_EVENT_KEYS = (
+    "session_pk",
+    "seq",
+    "type",
+    "time_utc",
+    "position_kind",
+    "position_value",
+    "pump_clock_local",
+    "data",
+)
+# The placeholder session key a worker writes; the writer puts the real one in.
+_NO_PK = 0
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------
+# Worker side
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a worker made of a file that decoded: everything the writer stores."""
+
+    session_id: str
+    pump_serial: str
+    pump_model: str
+    start_utc: datetime
+    source_format: str
+    # The pickled `Session` (evidence is derived from it); unpickled only when stored.
+    session_blob: bytes
+    # `db.codec.session_columns`, the document as stored text among them.
+    columns: dict[str, Any]
+    # `setting_values` and `events` rows through the writer's dialect's bind
+    # processors, each with the placeholder session key.
+    settings: list[Any]
+    events: list[Any]
+
+    def session(self) -> Session:
+        session: Session = pickle.loads(self.session_blob)  # noqa: S301 - our own worker's bytes
+        return session
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A worker's answer for one file."""
+
+    digest: str
+    decoded: Decoded | None = None
+    # The refusal (docs/formats.md §9.1) and the format the file claims to be.
+    refusal: DecodeError | None = None
+    detected: str | None = None
+    # Decoding raised something else (a decoder bug): the serial path reports it.
+    unexpected: str | None = None
+
+    @property
+    def as_decoded(self) -> Session | DecodeError | None:
+        """For `Importer.import_bytes(decoded=...)`: what decoding gave, None to decode again."""
+        if self.refusal is not None:
+            return self.refusal
+        return None if self.decoded is None else self.decoded.session()
+
+
+class _WorkerState:
+    """Per process: the dialect the rows are prepared for, and its compiled plans."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.settings_plan = _SETTINGS.plan(dialect, _SETTING_KEYS)
+        self.events_plan = _EVENTS.plan(dialect, _EVENT_KEYS)
+
+
+_STATE: _WorkerState | None = None
+
+
+def dialect_for(name: str, driver: str) -> Dialect:
+    """A dialect object for bind processing only (it never connects)."""
+    dialect: Dialect = URL.create(f"{name}+{driver}").get_dialect()()
+    return dialect
+
+
+def _init_worker(name: str, driver: str) -> None:
+    global _STATE  # noqa: PLW0603 - one state per worker process
+    _STATE = _WorkerState(dialect_for(name, driver))
+
+
+def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
+    """Everything about one file that does not read the database."""
+    digest = sha256_hex(data)
+    try:
+        session = decode_bytes(data, source=name)
+    except DecodeError as exc:
+        return Prepared(digest, refusal=exc, detected=detected_format(data))
+    except Exception as exc:
+        return Prepared(digest, unexpected=type(exc).__name__)
+    document = session_document(session)
+    settings = setting_rows(_NO_PK, session, document)
+    event_list = event_rows(_NO_PK, session, document)
+    decoded = Decoded(
+        session_id=session.session_id,
+        pump_serial=session.pump.serial,
+        pump_model=session.pump.model,
+        start_utc=session.session_start_utc,
+        source_format=session.source_format,
+        session_blob=pickle.dumps(session, protocol=pickle.HIGHEST_PROTOCOL),
+        columns=session_columns(session, document),
+        settings=state.settings_plan.parameters(settings) if settings else [],
+        events=state.events_plan.parameters(event_list) if event_list else [],
+    )
+    return Prepared(digest, decoded=decoded)
+
+
+def _prepare_chunk(chunk: list[tuple[bytes, str]]) -> list[Prepared]:
+    if _STATE is None:  # pragma: no cover - the initializer always ran
+        raise RuntimeError("worker not initialised")
+    return [prepare(data, name, _STATE) for data, name in chunk]
+
+
+# ---------------------------------------------------------------------------
+# The writer's side: preparing ahead
+
+
+@dataclass
+class _Pending:
+    """A group being prepared: its files and their futures (or answers, in process)."""
+
+    items: list[Offered]
+    futures: list[Future[list[Prepared]]] = field(default_factory=list)
+    chunks: list[list[tuple[bytes, str]]] = field(default_factory=list)
+
+
+class ParallelImporter:
+    """Bulk import with `jobs` worker processes preparing files for one writer."""
+
+    def __init__(
+        self, importer: Importer, jobs: int | None = None, *, group: int = GROUP_FILES
+    ) -> None:
+        self.importer = importer
+        self.jobs = default_jobs() if jobs is None else max(1, jobs)
+        self.group = group
+        dialect = importer.engine.dialect
+        self._dialect = (dialect.name, dialect.driver)
+        self._state = _WorkerState(dialect_for(*self._dialect))
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_broken = False
+        self.writer = GroupWriter(importer)
+        # Groups written by the planner, and groups it handed to the serial path.
+        self.groups_planned = 0
+        self.groups_serial = 0
+
+    # -- entry points -------------------------------------------------------
+
+    def import_paths(self, paths: Iterable[Path]) -> Iterator[ImportResult]:
+        """Files and folders (walked as `pumptrail import` walks them); one result per file."""
+        return self.import_many(read_offered(path, str(path)) for path in expand_paths(paths))
+
+    def import_many(self, items: Iterable[Offered]) -> Iterator[ImportResult]:
+        """Every offered file, in order, one result each, as `Importer.import_many` gives."""
+        groups = groups_of(items, self.group)
+        ahead: deque[_Pending] = deque()
+        try:
+            first = next(groups, None)
+            if first is None:
+                return
+            second = next(groups, None)
+            if second is None or self.jobs <= 1:
+                # One group, or no workers wanted: prepared here.
+                rest = [first] if second is None else itertools.chain([first, second], groups)
+                for items_ in rest:
+                    yield from self._write(self._prepare_here(items_))
+                return
+            for items_ in (first, second):
+                ahead.append(self._submit(items_))
+            for items_ in groups:
+                pending = ahead.popleft()
+                ahead.append(self._submit(items_))
+                yield from self._write(self._collect(pending))
+            while ahead:
+                yield from self._write(self._collect(ahead.popleft()))
+        finally:
+            for pending in ahead:
+                for future in pending.futures:
+                    future.cancel()
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (an import's end; safe to call twice)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- preparing ----------------------------------------------------------
+
+    def _prepare_here(self, items: list[Offered]) -> tuple[list[Offered], list[Prepared | None]]:
+        return items, [
+            None if isinstance(item, ImportResult) else prepare(item[0], item[1], self._state)
+            for item in items
+        ]
+
+    def _executor(self) -> ProcessPoolExecutor | None:
+        if self._pool is None and not self._pool_broken:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["ingest.parallel"])
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.jobs,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=self._dialect,
+            )
+        return self._pool
+
+    def _submit(self, items: list[Offered]) -> _Pending:
+        pending = _Pending(items)
+        files = [item for item in items if not isinstance(item, ImportResult)]
+        pending.chunks = [files[i : i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+        pool = self._executor()
+        if pool is not None:
+            try:
+                pending.futures = [pool.submit(_prepare_chunk, chunk) for chunk in pending.chunks]
+            except (BrokenProcessPool, RuntimeError) as exc:
+                self._broken(exc)
+                pending.futures = []
+        return pending
+
+    def _collect(self, pending: _Pending) -> tuple[list[Offered], list[Prepared | None]]:
+        answers: list[Prepared] = []
+        for index, chunk in enumerate(pending.chunks):
+            future = pending.futures[index] if index < len(pending.futures) else None
+            if future is not None:
+                try:
+                    answers.extend(future.result())
+                    continue
+                except BrokenProcessPool as exc:
+                    self._broken(exc)
+            answers.extend(prepare(data, name, self._state) for data, name in chunk)
+        answer = iter(answers)
+        return pending.items, [
+            None if isinstance(item, ImportResult) else next(answer) for item in pending.items
+        ]
+
+    def _broken(self, exc: BaseException) -> None:
+        if not self._pool_broken:
+            log.error("import workers stopped (%s): preparing in this process", type(exc).__name__)
+        self._pool_broken = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- writing ------------------------------------------------------------
+
+    def _write(self, group: tuple[list[Offered], list[Prepared | None]]) -> list[ImportResult]:
+        items, prepared = group
+        planned = self.writer.write_count
+        results = self.importer._import_group(
+            items, lambda flushed: self.writer.write(flushed, prepared)
+        )
+        if self.writer.write_count > planned:
+            self.groups_planned += 1
+        else:
+            self.groups_serial += 1
+        return results
+
+
+# ---------------------------------------------------------------------------
+# The group writer
+
+
+class _Fallback(Exception):
+    """The group holds a case the planner leaves to the serial path."""
+
+
+@dataclass
+class _NewSession:
+    """A session the group stores for the first time."""
+
+    index: int
+    decoded: Decoded
+    pump_id: int
+    digest: str
+    pk: int = 0
+
+
+@dataclass
+class _Known:
+    """A digest seen before or earlier in the group: what `_seen` would read of it."""
+
+    first_name: str
+    status: str
+    error: dict[str, Any] | None
+    source_format: str | None
+    session_id: str | None
+
+
+class GroupWriter:
+    """Writes one prepared group in one transaction, or hands it to the serial path."""
+
+    def __init__(self, importer: Importer) -> None:
+        self.importer = importer
+        self.write_count = 0
+
+    def write(
+        self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
+    ) -> list[ImportResult]:
+        """The group's results; its raw bytes are already flushed (`Importer._import_group`)."""
+        reason: str
+        try:
+            results = self._write(items, prepared)
+        except _Fallback as exc:
+            reason = str(exc)
+        except Exception as exc:
+            reason = f"{type(exc).__name__} in the group's transaction"
+            log.debug("group transaction failed", exc_info=exc)
+        else:
+            self.write_count += 1
+            return results
+        log.info("import group of %d files: %s; importing file by file", len(items), reason)
+        return self._serial(items, prepared)
+
+    def _serial(
+        self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
+    ) -> list[ImportResult]:
+        results: list[ImportResult] = []
+        for item, answer in zip(items, prepared, strict=True):
+            if isinstance(item, ImportResult):
+                results.append(item)
+                continue
+            decoded = None if answer is None else answer.as_decoded
+            results.append(self.importer.import_bytes(*item, group_commit=True, decoded=decoded))
+        return results
+
+    # -- one transaction ----------------------------------------------------
+
+    def _write(
+        self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
+    ) -> list[ImportResult]:
+        importer = self.importer
+        for answer in prepared:
+            if answer is not None and answer.unexpected is not None:
+                raise _Fallback(f"decoding raised {answer.unexpected}")
+        with write_transaction(importer.engine, group_commit=True) as connection:
+            known = self._known_digests(connection, prepared)
+            stored = self._stored_sessions(connection, prepared)
+            pump_ids = self._pumps(connection, items, prepared, known)
+            results: dict[int, ImportResult] = {}
+            new: list[_NewSession] = []
+            in_group: dict[str, _NewSession] = {}
+            # `raw_files` rows in file order; (file index, session ID) for a file of a
+            # session inserted by this group, whose key is known only after the insert.
+            raw_rows: list[dict[str, Any] | tuple[int, str]] = []
+            for index, (item, answer) in enumerate(zip(items, prepared, strict=True)):
+                if isinstance(item, ImportResult):
+                    results[index] = item
+                    continue
+                if answer is None:  # pragma: no cover - every read file has an answer
+                    raise _Fallback("a file without an answer")
+                data, name = item
+                digest = answer.digest
+                seen = known.get(digest)
+                if seen is not None:
+                    results[index] = seen_result(
+                        name,
+                        digest,
+                        first_name=seen.first_name,
+                        status=seen.status,
+                        error=seen.error,
+                        source_format=seen.source_format,
+                        session_id=seen.session_id,
+                    )
+                    continue
+                if answer.refusal is not None:
+                    exc = answer.refusal
+                    raw_rows.append(
+                        importer.refused_row(digest, len(data), name, answer.detected, exc)
+                    )
+                    results[index] = refused_result(name, digest, exc)
+                    # As `_seen` reads it back from the row just written.
+                    error = {**exc.as_dict(), "text": str(exc)}
+                    known[digest] = _Known(name, "refused", error, answer.detected, None)
+                    continue
+                decoded = answer.decoded
+                if decoded is None:  # pragma: no cover - refusal, unexpected or decoded
+                    raise _Fallback("a file without a decoding")
+                session_id = decoded.session_id
+                known[digest] = _Known(name, "imported", None, decoded.source_format, session_id)
+                previous: tuple[int | None, str, str] | None = stored.get(session_id)
+                if previous is None and session_id in in_group:
+                    first = in_group[session_id].decoded
+                    previous = (None, first.source_format, first.columns["document"])
+                if previous is None:
+                    entry = _NewSession(index, decoded, pump_ids[decoded.pump_serial], digest)
+                    new.append(entry)
+                    in_group[session_id] = entry
+                    raw_rows.append((index, session_id))
+                    continue
+                stored_pk, stored_format, stored_text = previous
+                choice = choose_export(
+                    stored_format,
+                    loads(stored_text),
+                    decoded.source_format,
+                    loads(decoded.columns["document"]),
+                )
+                if choice.conflicting:
+                    raise _Fallback("two exports of one session disagree")
+                results[index] = another_export_result(
+                    name, digest, session_id, decoded.source_format, stored_format
+                )
+                raw_rows.append(
+                    (index, session_id)
+                    if stored_pk is None
+                    else importer.imported_row(
+                        digest, len(data), name, decoded.source_format, stored_pk
+                    )
+                )
+            self._insert_sessions(connection, items, new)
+            rows = [self._raw_row(row, items, prepared, in_group) for row in raw_rows]
+            if rows:
+                connection.execute(raw_files.insert(), rows)
+            rederived = self._derive(connection, new)
+            for entry in new:
+                name = items[entry.index][1]  # type: ignore[index]
+                results[entry.index] = imported_result(
+                    str(name),
+                    entry.digest,
+                    entry.decoded.session_id,
+                    entry.decoded.source_format,
+                    rederived.get(entry.index, 0),
+                )
+            if len(results) != len(items):  # pragma: no cover - every file has its result
+                raise _Fallback("a file without a result")
+            final = [results[index] for index in range(len(items))]
+            audit.append_many(
+                connection,
+                [
+                    importer.audit_entry(result)
+                    for item, result in zip(items, final, strict=True)
+                    if not isinstance(item, ImportResult)
+                ],
+            )
+        return final
+
+    def _raw_row(
+        self,
+        row: dict[str, Any] | tuple[int, str],
+        items: Sequence[Offered],
+        prepared: Sequence[Prepared | None],
+        in_group: dict[str, _NewSession],
+    ) -> dict[str, Any]:
+        if isinstance(row, dict):
+            return row
+        index, session_id = row
+        item, answer = items[index], prepared[index]
+        if isinstance(item, ImportResult) or answer is None or answer.decoded is None:
+            raise _Fallback("a raw row without its file")  # pragma: no cover
+        return self.importer.imported_row(
+            answer.digest,
+            len(item[0]),
+            item[1],
+            answer.decoded.source_format,
+            in_group[session_id].pk,
+        )
+
+    # -- reads --------------------------------------------------------------
+
+    @staticmethod
+    def _known_digests(
+        connection: Connection, prepared: Sequence[Prepared | None]
+    ) -> dict[str, _Known]:
+        digests = sorted({answer.digest for answer in prepared if answer is not None})
+        known: dict[str, _Known] = {}
+        if not digests:
+            return known
+        rows = connection.execute(
+            select(
+                raw_files.c.sha256,
+                raw_files.c.name,
+                raw_files.c.status,
+                raw_files.c.error,
+                raw_files.c.source_format,
+                sessions.c.session_id,
+                raw_files.c.parser_version,
+            )
+            .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
+            .where(raw_files.c.sha256.in_(digests))
+        )
+        for digest, name, status, error_text, source_format, session_id, version in rows:
+            if status == "refused" and version != PARSER_VERSION:
+                raise _Fallback("bytes refused by an older parser are decoded again")
+            error = loads(error_text) if status == "refused" and error_text else None
+            known[digest] = _Known(name, status, error, source_format, session_id)
+        return known
+
+    @staticmethod
+    def _stored_sessions(
+        connection: Connection, prepared: Sequence[Prepared | None]
+    ) -> dict[str, tuple[int, str, str]]:
+        """Stored sessions the group's files name: (key, source format, document)."""
+        ids = sorted(
+            {a.decoded.session_id for a in prepared if a is not None and a.decoded is not None}
+        )
+        if not ids:
+            return {}
+        rows = connection.execute(
+            select(
+                sessions.c.session_id,
+                sessions.c.id,
+                sessions.c.source_format,
+                sessions.c.document,
+            ).where(sessions.c.session_id.in_(ids))
+        )
+        return {session_id: (pk, fmt, text) for session_id, pk, fmt, text in rows}
+
+    @staticmethod
+    def _pumps(
+        connection: Connection,
+        items: Sequence[Offered],
+        prepared: Sequence[Prepared | None],
+        known: dict[str, _Known],
+    ) -> dict[str, int]:
+        """Row keys of the pumps of the group's decoded files, new ones inserted in file order.
+
+        As the serial import does for every file it decodes that is not a byte-for-byte
+        duplicate. On PostgreSQL each pump row is locked until commit, in serial order
+        (two writers of overlapping groups lock in the same order).
+        """
+        models: dict[str, str] = {}
+        seen_digests = set(known)
+        for item, answer in zip(items, prepared, strict=True):
+            if isinstance(item, ImportResult) or answer is None:
+                continue
+            if answer.digest in seen_digests:
+                continue
+            seen_digests.add(answer.digest)
+            if answer.decoded is not None:
+                models.setdefault(answer.decoded.pump_serial, answer.decoded.pump_model)
+        if not models:
+            return {}
+        serials = sorted(models)
+        postgres = connection.dialect.name == "postgresql"
+        by_serial = select(pumps.c.serial, pumps.c.id).where(pumps.c.serial.in_(serials))
+        if postgres:
+            by_serial = by_serial.order_by(pumps.c.serial).with_for_update()
+        found = {serial: int(pk) for serial, pk in connection.execute(by_serial)}
+        missing = [serial for serial in models if serial not in found]
+        if missing:
+            rows = [{"serial": serial, "model": models[serial]} for serial in missing]
+            if postgres:
+                connection.execute(pg_insert(pumps).on_conflict_do_nothing(), rows)
+                found = {serial: int(pk) for serial, pk in connection.execute(by_serial)}
+            else:
+                for row in rows:
+                    key = connection.execute(queries.INSERT_PUMP, row).inserted_primary_key
+                    assert key is not None
+                    found[row["serial"]] = int(key[0])
+        return found
+
+    # -- writes -------------------------------------------------------------
+
+    def _insert_sessions(
+        self, connection: Connection, items: Sequence[Offered], new: Sequence[_NewSession]
+    ) -> None:
+        if not new:
+            return
+        importer = self.importer
+        for entry in new:
+            item = items[entry.index]
+            assert not isinstance(item, ImportResult)
+            values = importer.new_session_values(
+                entry.decoded.columns, entry.pump_id, entry.digest, item[1]
+            )
+            key = connection.execute(_INSERT_SESSION, values).inserted_primary_key
+            assert key is not None
+            entry.pk = int(key[0])
+        dialect = connection.dialect
+        settings_plan = _SETTINGS.plan(dialect, _SETTING_KEYS)
+        events_plan = _EVENTS.plan(dialect, _EVENT_KEYS)
+        _SETTINGS.insert_parameters(
+            connection,
+            settings_plan,
+            _with_key(settings_plan, [(e.pk, e.decoded.settings) for e in new]),
+        )
+        _EVENTS.insert_parameters(
+            connection,
+            events_plan,
+            _with_key(events_plan, [(e.pk, e.decoded.events) for e in new]),
+        )
+        for entry in new:
+            importer.remember(entry.pk, entry.decoded.columns["document"], entry.decoded.session())
+
+    def _derive(self, connection: Connection, new: Sequence[_NewSession]) -> dict[int, int]:
+        """Evidence of every session the group's new sessions change; per file, its count.
+
+        Returns, per file index, how many later sessions its import re-derived as
+        the serial import counts them (`Importer.derive_after`).
+        """
+        if not new:
+            return {}
+        importer = self.importer
+        by_pump: dict[int, list[_NewSession]] = {}
+        for entry in new:
+            by_pump.setdefault(entry.pump_id, []).append(entry)
+        chains = self._chains(connection, sorted(by_pump))
+        rederived: dict[int, int] = {}
+        jobs: list[tuple[queries.ChainEntry, list[queries.ChainEntry], bool]] = []
+        fresh = frozenset(entry.pk for entry in new)
+        for pump_id, entries in by_pump.items():
+            chain = chains[pump_id]
+            order = {entry.pk: entry.index for entry in entries}
+            starts = [link.start_utc for link, _ in chain]
+            targets: dict[int, tuple[queries.ChainEntry, bool]] = {}
+            for entry in entries:
+                start = entry.decoded.start_utc
+                # The chain as the serial import saw it: stored before, or earlier in the group.
+                as_of = [
+                    (link, conflicting)
+                    for link, conflicting in chain
+                    if link.pk not in order or order[link.pk] <= entry.index
+                ]
+                before = _affected(as_of, start, entry.pk)
+                rederived[entry.index] = sum(1 for link, _ in before if link.start_utc > start)
+                for link, conflicting in _affected(chain, start, entry.pk):
+                    targets[link.pk] = (link, conflicting)
+            for link, conflicting in targets.values():
+                earlier = [item for item, _ in chain[: bisect_left(starts, link.start_utc)]]
+                jobs.append((link, earlier, conflicting))
+        needed = {link.pk for link, earlier, _ in jobs}
+        for _link, earlier, _c in jobs:
+            needed.update(item.pk for item in queries.truncate_history(earlier))
+        sessions_by_pk = self._sessions(connection, needed)
+        now = importer.now()
+        records = []
+        for link, earlier, conflicting in jobs:
+            history = queries.truncate_history(earlier)
+            records.append(
+                evidence_record(
+                    sessions_by_pk[link.pk],
+                    [sessions_by_pk[item.pk] for item in history],
+                    importer.rules,
+                    session_pk=link.pk,
+                    prior_session_pk=earlier[-1].pk if earlier else None,
+                    conflicting_exports=conflicting,
+                    derived_at=now,
+                )
+            )
+        queries.replace_evidence(connection, records, fresh=fresh)
+        return rederived
+
+    @staticmethod
+    def _chains(
+        connection: Connection, pump_ids: Sequence[int]
+    ) -> dict[int, list[tuple[queries.ChainEntry, bool]]]:
+        """Every session of these pumps in chain order, with its conflicting-exports flag."""
+        chains: dict[int, list[tuple[queries.ChainEntry, bool]]] = {p: [] for p in pump_ids}
+        rows = connection.execute(
+            select(
+                sessions.c.pump_id,
+                sessions.c.id,
+                sessions.c.session_id,
+                sessions.c.session_start_utc,
+                sessions.c.has_refill,
+                sessions.c.conflicting_exports,
+            )
+            .where(sessions.c.pump_id.in_(pump_ids))
+            .order_by(sessions.c.pump_id, sessions.c.session_start_utc, sessions.c.session_id)
+        )
+        for pump_id, pk, session_id, start, refill, conflicting in rows:
+            chains[pump_id].append(
+                (queries.ChainEntry(pk, session_id, start, bool(refill)), bool(conflicting))
+            )
+        return chains
+
+    def _sessions(self, connection: Connection, pks: set[int]) -> dict[int, Session]:
+        """The sessions of these row keys, rebuilt (or from the importer's cache)."""
+        found: dict[int, Session] = {}
+        if not pks:
+            return found
+        rows = connection.execute(
+            select(*queries.STORED_COLUMNS).where(sessions.c.id.in_(sorted(pks)))
+        )
+        for row in rows:
+            stored = queries.stored_session_of(row)
+            found[stored.pk] = self.importer.rebuild(stored)
+        return found
+
+
+def _affected(
+    chain: Sequence[tuple[queries.ChainEntry, bool]], start: datetime, pk: int
+) -> list[tuple[queries.ChainEntry, bool]]:
+    """`Importer.derive_after`'s targets for a session at `start` (`queries.sessions_from`).
+
+    The session itself, and the later sessions up to the first later one holding a
+    REFILL record, and any starting at that same instant.
+    """
+    found: list[tuple[queries.ChainEntry, bool]] = []
+    stop: datetime | None = None
+    for link, conflicting in chain:
+        if link.start_utc < start:
+            continue
+        if stop is not None and link.start_utc > stop:
+            break
+        if link.start_utc > start or link.pk == pk:
+            found.append((link, conflicting))
+        if stop is None and link.has_refill and link.start_utc > start:
+            stop = link.start_utc
+    return found
+
+
+def _with_key(plan: Plan, groups: Sequence[tuple[int, list[Any]]]) -> list[Any]:
+    """Prepared rows of each session with its row key put in the placeholder's place."""
+    position = plan.position("session_pk")
+    return [(*row[:position], pk, *row[position + 1 :]) for pk, rows in groups for row in rows]
