@@ -50,7 +50,7 @@ import os
 import pickle
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -64,9 +64,10 @@ from sqlalchemy.engine import URL, Connection, Dialect
 
 from db import audit, queries
 from db.bulk import Plan, RowInserter
-from db.codec import event_rows, loads, session_columns, setting_rows
+from db.codec import event_rows, loads, session_columns, session_from_document, setting_rows
 from db.engine import write_transaction
 from db.models import events, pumps, raw_files, sessions, setting_values
+from evidence import Rules
 from ingest.exports import choose_export
 from ingest.pipeline import (
     GROUP_FILES,
@@ -95,7 +96,7 @@ log = logging.getLogger(__name__)
 CHUNK_FILES = 8
 # Groups prepared ahead of the one being written (memory: at most this many
 # groups of GROUP_BYTES in flight).
-GROUPS_AHEAD = 2
+GROUPS_AHEAD = 1
 
 _INSERT_SESSION = sessions.insert()
 _SETTINGS = RowInserter(setting_values)
@@ -113,6 +114,10 @@ _EVENT_KEYS = (
 )
 # The placeholder session key a worker writes; the writer puts the real one in.
 _NO_PK = 0
+# Evidence targets per derivation task.
+DERIVE_CHUNK = 16
+# A worker's records carry no time; the writer stamps `derived_at` (its clock).
+_EPOCH = datetime(1970, 1, 1)
 
 
 def default_jobs() -> int:
@@ -219,6 +224,53 @@ def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
     return Prepared(digest, decoded=decoded)
 
 
+# Where a derivation task finds a session: the pickled Session a worker made of it
+# (when the writer still holds it), or its stored document and source name.
+SessionSource = tuple[str, bytes] | tuple[str, str, str]
+# One evidence document to derive: (session key, prior session key, conflicting
+# exports, the history's keys in chain order).
+DeriveJob = tuple[int, int | None, bool, tuple[int, ...]]
+# What comes back: (procedure, flags, document text, codes), as `EvidenceRecord` holds.
+Derived = tuple[str | None, tuple[str, ...], str, tuple[tuple[str, str | None], ...]]
+# Sessions a worker keeps rebuilt between tasks (a pump's prior often comes again).
+_REBUILT_LIMIT = 512
+_REBUILT: dict[tuple[int, Any], Session] = {}
+
+
+def _session_of(pk: int, source: SessionSource) -> Session:
+    key = (pk, source[1])
+    session = _REBUILT.get(key)
+    if session is None:
+        if len(source) == 2:
+            session = pickle.loads(source[1])  # noqa: S301 - a worker's own pickle
+        else:
+            _kind, document, source_name = source
+            session = session_from_document(loads(document), source=source_name)
+        if len(_REBUILT) >= _REBUILT_LIMIT:
+            _REBUILT.clear()
+        _REBUILT[key] = session
+    return session
+
+
+def derive_chunk(
+    rules: Rules, jobs: Sequence[DeriveJob], sources: dict[int, SessionSource]
+) -> list[Derived]:
+    """Evidence documents of `jobs` (docs/coding-rules.md §7), each from its history."""
+    derived: list[Derived] = []
+    for pk, prior_pk, conflicting, history in jobs:
+        record = evidence_record(
+            _session_of(pk, sources[pk]),
+            [_session_of(h, sources[h]) for h in history],
+            rules,
+            session_pk=pk,
+            prior_session_pk=prior_pk,
+            conflicting_exports=conflicting,
+            derived_at=_EPOCH,
+        )
+        derived.append((record.procedure, record.flags, record.document, record.codes))
+    return derived
+
+
 def _prepare_chunk(chunk: list[tuple[bytes, str]]) -> list[Prepared]:
     if _STATE is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("worker not initialised")
@@ -252,7 +304,7 @@ class ParallelImporter:
         self._state = _WorkerState(dialect_for(*self._dialect))
         self._pool: ProcessPoolExecutor | None = None
         self._pool_broken = False
-        self.writer = GroupWriter(importer)
+        self.writer = GroupWriter(importer, self._derive_tasks)
         # Groups written by the planner, and groups it handed to the serial path.
         self.groups_planned = 0
         self.groups_serial = 0
@@ -278,12 +330,10 @@ class ParallelImporter:
                 for items_ in rest:
                     yield from self._write(self._prepare_here(items_))
                 return
-            for items_ in (first, second):
+            for items_ in itertools.chain([first, second], groups):
                 ahead.append(self._submit(items_))
-            for items_ in groups:
-                pending = ahead.popleft()
-                ahead.append(self._submit(items_))
-                yield from self._write(self._collect(pending))
+                if len(ahead) > GROUPS_AHEAD:
+                    yield from self._write(self._collect(ahead.popleft()))
             while ahead:
                 yield from self._write(self._collect(ahead.popleft()))
         finally:
@@ -355,6 +405,28 @@ class ParallelImporter:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _derive_tasks(
+        self, tasks: Sequence[tuple[Sequence[DeriveJob], dict[int, SessionSource]]]
+    ) -> list[list[Derived]]:
+        """Derivation tasks on the workers when they run (in this process otherwise)."""
+        rules = self.importer.rules
+        pool = self._pool
+        if pool is None or len(tasks) < 2:
+            return run_here(tasks, rules)
+        try:
+            futures = [pool.submit(derive_chunk, rules, jobs, sources) for jobs, sources in tasks]
+        except (BrokenProcessPool, RuntimeError) as exc:
+            self._broken(exc)
+            return run_here(tasks, rules)
+        answers: list[list[Derived]] = []
+        for future, (jobs, sources) in zip(futures, tasks, strict=True):
+            try:
+                answers.append(future.result())
+            except BrokenProcessPool as exc:
+                self._broken(exc)
+                answers.append(derive_chunk(rules, jobs, sources))
+        return answers
+
     # -- writing ------------------------------------------------------------
 
     def _write(self, group: tuple[list[Offered], list[Prepared | None]]) -> list[ImportResult]:
@@ -400,12 +472,29 @@ class _Known:
     session_id: str | None
 
 
+# Runs derivation tasks (in the workers, or here) and gives their answers in order.
+TaskRunner = Callable[
+    [Sequence[tuple[Sequence[DeriveJob], dict[int, SessionSource]]]], list[list[Derived]]
+]
+# Pickled sessions the writer keeps, by row key, beside the document they were stored with.
+BLOB_CACHE = 2048
+
+
+def run_here(
+    tasks: Sequence[tuple[Sequence[DeriveJob], dict[int, SessionSource]]], rules: Rules
+) -> list[list[Derived]]:
+    return [derive_chunk(rules, jobs, sources) for jobs, sources in tasks]
+
+
 class GroupWriter:
     """Writes one prepared group in one transaction, or hands it to the serial path."""
 
-    def __init__(self, importer: Importer) -> None:
+    def __init__(self, importer: Importer, run_tasks: TaskRunner | None = None) -> None:
         self.importer = importer
         self.write_count = 0
+        self._run_tasks = run_tasks or (lambda tasks: run_here(tasks, importer.rules))
+        # Row key -> (stored document, pickled Session) of sessions stored lately.
+        self._blobs: dict[int, tuple[str, bytes]] = {}
 
     def write(
         self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
@@ -692,8 +781,10 @@ class GroupWriter:
             events_plan,
             _with_key(events_plan, [(e.pk, e.decoded.events) for e in new]),
         )
+        if len(self._blobs) + len(new) > BLOB_CACHE:
+            self._blobs.clear()
         for entry in new:
-            importer.remember(entry.pk, entry.decoded.columns["document"], entry.decoded.session())
+            self._blobs[entry.pk] = (entry.decoded.columns["document"], entry.decoded.session_blob)
 
     def _derive(self, connection: Connection, new: Sequence[_NewSession]) -> dict[int, int]:
         """Evidence of every session the group's new sessions change; per file, its count.
@@ -731,25 +822,37 @@ class GroupWriter:
             for link, conflicting in targets.values():
                 earlier = [item for item, _ in chain[: bisect_left(starts, link.start_utc)]]
                 jobs.append((link, earlier, conflicting))
-        needed = {link.pk for link, earlier, _ in jobs}
-        for _link, earlier, _c in jobs:
-            needed.update(item.pk for item in queries.truncate_history(earlier))
-        sessions_by_pk = self._sessions(connection, needed)
+        tasks: list[tuple[list[DeriveJob], dict[int, SessionSource]]] = []
+        needed: set[int] = set()
+        for first in range(0, len(jobs), DERIVE_CHUNK):
+            chunk: list[DeriveJob] = []
+            for link, earlier, conflicting in jobs[first : first + DERIVE_CHUNK]:
+                history = tuple(item.pk for item in queries.truncate_history(earlier))
+                chunk.append((link.pk, earlier[-1].pk if earlier else None, conflicting, history))
+                needed.add(link.pk)
+                needed.update(history)
+            tasks.append((chunk, {}))
+        sources = self._sources(connection, needed, fresh)
+        for chunk, chunk_sources in tasks:
+            for pk, _prior, _conflicting, history in chunk:
+                for key in (pk, *history):
+                    chunk_sources[key] = sources[key]
         now = importer.now()
-        records = []
-        for link, earlier, conflicting in jobs:
-            history = queries.truncate_history(earlier)
-            records.append(
-                evidence_record(
-                    sessions_by_pk[link.pk],
-                    [sessions_by_pk[item.pk] for item in history],
-                    importer.rules,
-                    session_pk=link.pk,
-                    prior_session_pk=earlier[-1].pk if earlier else None,
-                    conflicting_exports=conflicting,
-                    derived_at=now,
-                )
+        records = [
+            queries.EvidenceRecord(
+                session_pk=job[0],
+                prior_session_pk=job[1],
+                procedure=procedure,
+                flags=flags,
+                document=document,
+                rules_version=importer.rules.version,
+                parser_version=PARSER_VERSION,
+                derived_at=now,
+                codes=codes,
             )
+            for (chunk, _sources), answers in zip(tasks, self._run_tasks(tasks), strict=True)
+            for job, (procedure, flags, document, codes) in zip(chunk, answers, strict=True)
+        ]
         queries.replace_evidence(connection, records, fresh=fresh)
         return rederived
 
@@ -777,17 +880,28 @@ class GroupWriter:
             )
         return chains
 
-    def _sessions(self, connection: Connection, pks: set[int]) -> dict[int, Session]:
-        """The sessions of these row keys, rebuilt (or from the importer's cache)."""
-        found: dict[int, Session] = {}
-        if not pks:
+    def _sources(
+        self, connection: Connection, pks: set[int], fresh: frozenset[int]
+    ) -> dict[int, SessionSource]:
+        """Where the workers find each session: its pickle when kept, else its document.
+
+        Sessions stored by this group (`fresh`) are always kept; the others are read.
+        """
+        found: dict[int, SessionSource] = {pk: ("blob", self._blobs[pk][1]) for pk in pks & fresh}
+        stored = sorted(pks - fresh)
+        if not stored:
             return found
         rows = connection.execute(
-            select(*queries.STORED_COLUMNS).where(sessions.c.id.in_(sorted(pks)))
+            select(sessions.c.id, sessions.c.document, sessions.c.source_name).where(
+                sessions.c.id.in_(stored)
+            )
         )
-        for row in rows:
-            stored = queries.stored_session_of(row)
-            found[stored.pk] = self.importer.rebuild(stored)
+        for pk, document, source_name in rows:
+            kept = self._blobs.get(pk)
+            if kept is not None and kept[0] == document:
+                found[pk] = ("blob", kept[1])
+            else:
+                found[pk] = ("document", document, source_name)
         return found
 
 

@@ -87,7 +87,8 @@ from ingest.pipeline import Importer, ImportResult
 from ingest.rawstore import AUTO, open_raw_store
 from ingest.status import status_path, write_status
 from ingest.watch import InboxWatcher, error_text, is_transient
-from parsers.errors import PumptrailError
+from parsers.errors import DecodeError, PumptrailError
+from parsers.model import Session
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,15 @@ class CheckedImporter(Importer):
     damaged raises DatabaseDamaged instead of returning a failed result, so the
     watcher neither quarantines the file nor moves on to the next one."""
 
-    def import_bytes(self, data: bytes, name: str, *, group_commit: bool = False) -> ImportResult:
-        result = super().import_bytes(data, name, group_commit=group_commit)
+    def import_bytes(
+        self,
+        data: bytes,
+        name: str,
+        *,
+        group_commit: bool = False,
+        decoded: Session | DecodeError | None = None,
+    ) -> ImportResult:
+        result = super().import_bytes(data, name, group_commit=group_commit, decoded=decoded)
         failure = result.exception
         if result.outcome == "failed" and failure is not None and is_damage(failure):
             raise DatabaseDamaged(
