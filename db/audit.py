@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm import Session as OrmSession
 
+from db.bulk import RowInserter
 from db.engine import WRITE_OPTION
 from db.models import SHA256_LEN, Base, table_of, utc_now
 
@@ -301,6 +302,7 @@ _LAST_ENTRY = (
     select(audit_log.c.id, audit_log.c.entry_hash).order_by(audit_log.c.id.desc()).limit(1)
 )
 _INSERT_ENTRY = insert(audit_log)
+_ENTRY_ROWS = RowInserter(audit_log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +385,10 @@ def append_many(conn: Connection | OrmSession, entries: Sequence[NewEntry]) -> l
             )
         )
         entry_id, prev_hash = entry_id + 1, entry_hash
-    connection.execute(_INSERT_ENTRY, rows if len(rows) > 1 else rows[0])
+    if len(rows) == 1:
+        connection.execute(_INSERT_ENTRY, rows[0])
+    else:  # a group's entries: one COPY on PostgreSQL
+        _ENTRY_ROWS.insert(connection, rows)
     last_entry = appended[-1]
     connection.info[PENDING_HEAD_KEY] = (last_entry.id, last_entry.entry_hash)
     return appended

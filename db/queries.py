@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, func, ins
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from db.bulk import RowInserter
 from db.codec import StoredEvent, loads, session_from_document
 from db.models import events, evidence, evidence_flags, pumps, sessions
 from db.users import evidence_codes
@@ -128,8 +129,10 @@ CHAIN: Final = select(*_CHAIN_COLUMNS).where(_OF_PUMP).order_by(*_CHAIN_ASC)
 SESSION_BY_ID: Final = select(*_STORED_COLUMNS).where(
     sessions.c.session_id == bindparam("session_id")
 )
-INSERT_EVIDENCE: Final = insert(evidence)
-INSERT_EVIDENCE_FLAGS: Final = insert(evidence_flags)
+# Evidence rows by the driver (COPY on PostgreSQL: one round trip for a group's rows).
+_EVIDENCE_ROWS: Final = RowInserter(evidence)
+_FLAG_ROWS: Final = RowInserter(evidence_flags)
+_CODE_ROWS: Final = RowInserter(evidence_codes)
 EVIDENCE_OF_SESSION: Final = (
     select(evidence.c.document)
     .select_from(evidence.join(sessions, sessions.c.id == evidence.c.session_pk))
@@ -389,8 +392,8 @@ def replace_evidence(
     if stale:
         connection.execute(delete(evidence_flags).where(evidence_flags.c.session_pk.in_(stale)))
         connection.execute(delete(evidence).where(evidence.c.session_pk.in_(stale)))
-    connection.execute(
-        INSERT_EVIDENCE,
+    _EVIDENCE_ROWS.insert(
+        connection,
         [
             {
                 "session_pk": r.session_pk,
@@ -405,17 +408,19 @@ def replace_evidence(
             for r in records
         ],
     )
-    flag_rows = [{"session_pk": r.session_pk, "flag": flag} for r in records for flag in r.flags]
-    if flag_rows:
-        connection.execute(INSERT_EVIDENCE_FLAGS, flag_rows)
+    _FLAG_ROWS.insert(
+        connection,
+        [{"session_pk": r.session_pk, "flag": flag} for r in records for flag in r.flags],
+    )
     # The old code rows went with the old evidence rows (ON DELETE CASCADE).
-    code_rows = [
-        {"session_pk": r.session_pk, "profile": profile, "procedure": procedure}
-        for r in records
-        for profile, procedure in r.codes
-    ]
-    if code_rows:
-        connection.execute(insert(evidence_codes), code_rows)
+    _CODE_ROWS.insert(
+        connection,
+        [
+            {"session_pk": r.session_pk, "profile": profile, "procedure": procedure}
+            for r in records
+            for profile, procedure in r.codes
+        ],
+    )
 
 
 def evidence_query(*, session_id: str | None = None, pump_serial: str | None = None) -> Select[Any]:

@@ -98,7 +98,9 @@ CHUNK_FILES = 8
 # groups of GROUP_BYTES in flight).
 GROUPS_AHEAD = 1
 
-_INSERT_SESSION = sessions.insert()
+# The group's new sessions in one statement, keys in file order.
+_INSERT_SESSIONS = sessions.insert().returning(sessions.c.id, sort_by_parameter_order=True)
+_RAW_ROWS = RowInserter(raw_files)
 _SETTINGS = RowInserter(setting_values)
 _EVENTS = RowInserter(events)
 _SETTING_KEYS = ("session_pk", "phase", "param", "value")
@@ -458,6 +460,7 @@ class _NewSession:
     decoded: Decoded
     pump_id: int
     digest: str
+    name: str
     pk: int = 0
 
 
@@ -585,7 +588,7 @@ class GroupWriter:
                     first = in_group[session_id].decoded
                     previous = (None, first.source_format, first.columns["document"])
                 if previous is None:
-                    entry = _NewSession(index, decoded, pump_ids[decoded.pump_serial], digest)
+                    entry = _NewSession(index, decoded, pump_ids[decoded.pump_serial], digest, name)
                     new.append(entry)
                     in_group[session_id] = entry
                     raw_rows.append((index, session_id))
@@ -610,14 +613,13 @@ class GroupWriter:
                     )
                 )
             self._insert_sessions(connection, items, new)
-            rows = [self._raw_row(row, items, prepared, in_group) for row in raw_rows]
-            if rows:
-                connection.execute(raw_files.insert(), rows)
+            _RAW_ROWS.insert(
+                connection, [self._raw_row(row, items, prepared, in_group) for row in raw_rows]
+            )
             rederived = self._derive(connection, new)
             for entry in new:
-                name = items[entry.index][1]  # type: ignore[index]
                 results[entry.index] = imported_result(
-                    str(name),
+                    entry.name,
                     entry.digest,
                     entry.decoded.session_id,
                     entry.decoded.source_format,
@@ -759,15 +761,17 @@ class GroupWriter:
         if not new:
             return
         importer = self.importer
-        for entry in new:
-            item = items[entry.index]
-            assert not isinstance(item, ImportResult)
-            values = importer.new_session_values(
-                entry.decoded.columns, entry.pump_id, entry.digest, item[1]
+        values = [
+            importer.new_session_values(
+                entry.decoded.columns, entry.pump_id, entry.digest, entry.name
             )
-            key = connection.execute(_INSERT_SESSION, values).inserted_primary_key
-            assert key is not None
-            entry.pk = int(key[0])
+            for entry in new
+        ]
+        keys = connection.execute(_INSERT_SESSIONS, values).scalars().all()
+        if len(keys) != len(new):  # pragma: no cover - one key per row inserted
+            raise _Fallback("session keys missing")
+        for entry, key in zip(new, keys, strict=True):
+            entry.pk = int(key)
         dialect = connection.dialect
         settings_plan = _SETTINGS.plan(dialect, _SETTING_KEYS)
         events_plan = _EVENTS.plan(dialect, _EVENT_KEYS)
