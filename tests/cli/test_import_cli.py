@@ -135,3 +135,35 @@ def test_two_exports_with_one_name_from_two_folders_are_both_imported(
         engine.dispose()
     if engine.dialect.name == "sqlite":
         assert len([p for p in raw.rglob("*") if p.is_file()]) == 2
+
+
+def test_jobs_prints_and_stores_what_one_job_does(
+    db_url: str, other_db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--jobs 2` over more than one group (workers started) against `--jobs 1`."""
+    from tests.ingest.test_parallel_import import corpus, snapshot
+
+    paths = corpus(tmp_path)
+    folder = paths[0].parent
+    paths += write_binaries(folder / "more", history(31, visits=30, serial="ITP40-90031"))
+    outputs = []
+    for url, raw, jobs in ((db_url, "raw-1", "1"), (other_db_url, "raw-2", "2")):
+        argv = ["import", str(folder), "--db", url, "--raw-store", str(tmp_path / raw)]
+        status, out, _ = run([*argv, "--jobs", jobs], capsys)
+        assert status == 1  # the corpus holds refused files
+        outputs.append(out)
+    assert outputs[1] == outputs[0]
+    assert len(outputs[0].splitlines()) == len(paths) + 1 > 64
+    assert snapshot(open_database(other_db_url), tmp_path / "raw-2") == snapshot(
+        open_database(db_url), tmp_path / "raw-1"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "65"])
+def test_jobs_out_of_range_is_a_usage_error(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["import", str(tmp_path), "--jobs", value])
+    assert raised.value.code == 2
+    assert "--jobs" in capsys.readouterr().err
