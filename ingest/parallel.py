@@ -47,7 +47,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import pickle
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -143,18 +142,12 @@ class Decoded:
     pump_model: str
     start_utc: datetime
     source_format: str
-    # The pickled `Session` (evidence is derived from it); unpickled only when stored.
-    session_blob: bytes
     # `db.codec.session_columns`, the document as stored text among them.
     columns: dict[str, Any]
     # `setting_values` and `events` rows through the writer's dialect's bind
     # processors, each with the placeholder session key.
     settings: list[Any]
     events: list[Any]
-
-    def session(self) -> Session:
-        session: Session = pickle.loads(self.session_blob)  # noqa: S301 - our own worker's bytes
-        return session
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +163,9 @@ class Prepared:
     unexpected: str | None = None
 
     @property
-    def as_decoded(self) -> Session | DecodeError | None:
-        """For `Importer.import_bytes(decoded=...)`: what decoding gave, None to decode again."""
-        if self.refusal is not None:
-            return self.refusal
-        return None if self.decoded is None else self.decoded.session()
+    def as_decoded(self) -> DecodeError | None:
+        """For `Importer.import_bytes(decoded=...)`: the refusal; None to decode here."""
+        return self.refusal
 
 
 class _WorkerState:
@@ -209,6 +200,7 @@ def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
         return Prepared(digest, refusal=exc, detected=detected_format(data))
     except Exception as exc:
         return Prepared(digest, unexpected=type(exc).__name__)
+    _keep_decoded(digest, session)
     document = session_document(session)
     settings = setting_rows(_NO_PK, session, document)
     event_list = event_rows(_NO_PK, session, document)
@@ -218,7 +210,6 @@ def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
         pump_model=session.pump.model,
         start_utc=session.session_start_utc,
         source_format=session.source_format,
-        session_blob=pickle.dumps(session, protocol=pickle.HIGHEST_PROTOCOL),
         columns=session_columns(session, document),
         settings=state.settings_plan.parameters(settings) if settings else [],
         events=state.events_plan.parameters(event_list) if event_list else [],
@@ -226,32 +217,44 @@ def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
     return Prepared(digest, decoded=decoded)
 
 
-# Where a derivation task finds a session: the pickled Session a worker made of it
-# (when the writer still holds it), or its stored document and source name.
-SessionSource = tuple[str, bytes] | tuple[str, str, str]
+# Where a derivation task finds a session: the file's bytes (decoded again unless
+# this worker still holds what it decoded), or the session's stored document.
+# ("file", digest, bytes, name) or ("document", document, source name).
+SessionSource = tuple[str, str, bytes, str] | tuple[str, str, str]
 # One evidence document to derive: (session key, prior session key, conflicting
 # exports, the history's keys in chain order).
 DeriveJob = tuple[int, int | None, bool, tuple[int, ...]]
 # What comes back: (procedure, flags, document text, codes), as `EvidenceRecord` holds.
 Derived = tuple[str | None, tuple[str, ...], str, tuple[tuple[str, str | None], ...]]
-# Sessions a worker keeps rebuilt between tasks (a pump's prior often comes again).
-_REBUILT_LIMIT = 512
-_REBUILT: dict[tuple[int, Any], Session] = {}
+# Sessions a process keeps between tasks: those it decoded (by SHA-256) and those it
+# rebuilt from stored documents (by key and document); a pump's prior comes again.
+_KEPT_LIMIT = 256
+_DECODED: dict[str, Session] = {}
+_REBUILT: dict[tuple[int, str], Session] = {}
+
+
+def _keep_decoded(digest: str, session: Session) -> None:
+    if len(_DECODED) >= _KEPT_LIMIT:
+        del _DECODED[next(iter(_DECODED))]  # the oldest: dictionaries keep insertion order
+    _DECODED[digest] = session
 
 
 def _session_of(pk: int, source: SessionSource) -> Session:
-    key = (pk, source[1])
-    session = _REBUILT.get(key)
-    if session is None:
-        if len(source) == 2:
-            session = pickle.loads(source[1])  # noqa: S301 - a worker's own pickle
-        else:
-            _kind, document, source_name = source
-            session = session_from_document(loads(document), source=source_name)
-        if len(_REBUILT) >= _REBUILT_LIMIT:
-            _REBUILT.clear()
-        _REBUILT[key] = session
-    return session
+    if len(source) == 4:
+        _kind, digest, data, name = source
+        session = _DECODED.get(digest)
+        if session is None:
+            session = decode_bytes(data, source=name)
+            _keep_decoded(digest, session)
+        return session
+    _kind, document, source_name = source
+    rebuilt = _REBUILT.get((pk, document))
+    if rebuilt is None:
+        rebuilt = session_from_document(loads(document), source=source_name)
+        if len(_REBUILT) >= _KEPT_LIMIT:
+            del _REBUILT[next(iter(_REBUILT))]
+        _REBUILT[(pk, document)] = rebuilt
+    return rebuilt
 
 
 def derive_chunk(
@@ -310,6 +313,8 @@ class ParallelImporter:
         # Groups written by the planner, and groups it handed to the serial path.
         self.groups_planned = 0
         self.groups_serial = 0
+        # Derivation tasks the workers ran.
+        self.derived_in_workers = 0
 
     # -- entry points -------------------------------------------------------
 
@@ -424,6 +429,7 @@ class ParallelImporter:
         for future, (jobs, sources) in zip(futures, tasks, strict=True):
             try:
                 answers.append(future.result())
+                self.derived_in_workers += 1
             except BrokenProcessPool as exc:
                 self._broken(exc)
                 answers.append(derive_chunk(rules, jobs, sources))
@@ -479,8 +485,8 @@ class _Known:
 TaskRunner = Callable[
     [Sequence[tuple[Sequence[DeriveJob], dict[int, SessionSource]]]], list[list[Derived]]
 ]
-# Pickled sessions the writer keeps, by row key, beside the document they were stored with.
-BLOB_CACHE = 2048
+# Files of sessions the writer keeps, by row key, beside the document they were stored with.
+FILES_KEPT = 1024
 
 
 def run_here(
@@ -496,8 +502,8 @@ class GroupWriter:
         self.importer = importer
         self.write_count = 0
         self._run_tasks = run_tasks or (lambda tasks: run_here(tasks, importer.rules))
-        # Row key -> (stored document, pickled Session) of sessions stored lately.
-        self._blobs: dict[int, tuple[str, bytes]] = {}
+        # Row key -> (stored document, file source) of sessions stored lately.
+        self._files: dict[int, tuple[str, SessionSource]] = {}
 
     def write(
         self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
@@ -785,10 +791,13 @@ class GroupWriter:
             events_plan,
             _with_key(events_plan, [(e.pk, e.decoded.events) for e in new]),
         )
-        if len(self._blobs) + len(new) > BLOB_CACHE:
-            self._blobs.clear()
+        if len(self._files) + len(new) > FILES_KEPT:
+            self._files.clear()
         for entry in new:
-            self._blobs[entry.pk] = (entry.decoded.columns["document"], entry.decoded.session_blob)
+            item = items[entry.index]
+            assert not isinstance(item, ImportResult)
+            source: SessionSource = ("file", entry.digest, item[0], entry.name)
+            self._files[entry.pk] = (entry.decoded.columns["document"], source)
 
     def _derive(self, connection: Connection, new: Sequence[_NewSession]) -> dict[int, int]:
         """Evidence of every session the group's new sessions change; per file, its count.
@@ -887,11 +896,11 @@ class GroupWriter:
     def _sources(
         self, connection: Connection, pks: set[int], fresh: frozenset[int]
     ) -> dict[int, SessionSource]:
-        """Where the workers find each session: its pickle when kept, else its document.
+        """Where the workers find each session: its file when kept, else its document.
 
         Sessions stored by this group (`fresh`) are always kept; the others are read.
         """
-        found: dict[int, SessionSource] = {pk: ("blob", self._blobs[pk][1]) for pk in pks & fresh}
+        found: dict[int, SessionSource] = {pk: self._files[pk][1] for pk in pks & fresh}
         stored = sorted(pks - fresh)
         if not stored:
             return found
@@ -901,9 +910,9 @@ class GroupWriter:
             )
         )
         for pk, document, source_name in rows:
-            kept = self._blobs.get(pk)
+            kept = self._files.get(pk)
             if kept is not None and kept[0] == document:
-                found[pk] = ("blob", kept[1])
+                found[pk] = kept[1]
             else:
                 found[pk] = ("document", document, source_name)
         return found

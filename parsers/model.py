@@ -33,9 +33,9 @@ def _read_only(values: dict[str, ParamValue]) -> MappingProxyType[str, ParamValu
     return MappingProxyType(values)
 
 
-# A session crosses process boundaries (the parallel import's workers decode, the
-# writer stores): its read-only settings mappings pickle as the dictionaries they
-# wrap and come back read-only.
+# Read-only mappings cross process boundaries (the rules and refusals a parallel
+# import sends between its writer and its workers): they pickle as the
+# dictionaries they wrap and come back read-only.
 copyreg.pickle(MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
 
 

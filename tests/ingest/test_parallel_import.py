@@ -45,6 +45,12 @@ from tests.ingest.exports import binary, csv, history, rules, with_other_note, w
 GROUP = 8
 
 
+@pytest.fixture(autouse=True)
+def small_derivation_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks of two targets, so that a group of 8 files derives in the workers too."""
+    monkeypatch.setattr(parallel, "DERIVE_CHUNK", 2)
+
+
 def corpus(tmp_path: Path, *, conflicting: bool = True) -> list[Path]:
     """Files in the order they are offered (see the module docstring)."""
     pumps_ = [history(seed, visits=6, serial=f"ITP40-7000{seed}") for seed in range(1, 6)]
@@ -185,6 +191,7 @@ def test_parallel_import_stores_what_the_serial_import_stores(
     # The planner wrote most groups; the one with the disagreeing export went serial.
     assert used.groups_planned >= len(paths) // GROUP - 1
     assert used.groups_serial == 1
+    assert (used.derived_in_workers > 0) == (jobs > 1)
 
 
 def test_every_group_planned_when_nothing_needs_the_serial_path(
@@ -195,6 +202,7 @@ def test_every_group_planned_when_nothing_needs_the_serial_path(
     results, used = import_parallel(other_db_url, tmp_path / "raw-parallel", paths, 2)
     assert [result_facts(r) for r in results] == [result_facts(r) for r in serial]
     assert used.groups_serial == 0
+    assert used.derived_in_workers > 0
     assert snapshot(open_database(other_db_url), tmp_path / "raw-parallel") == snapshot(
         open_database(db_url), tmp_path / "raw-serial"
     )
@@ -263,6 +271,7 @@ def test_random_orders_of_one_pump_spread_over_groups(
     serial = import_serial(db_url, tmp_path / "raw-serial", paths)
     results, used = import_parallel(other_db_url, tmp_path / "raw-parallel", paths, 2)
     assert used.groups_serial == 0
+    assert used.derived_in_workers > 0
     assert sum(r.rederived for r in serial) > 0
     assert [result_facts(r) for r in results] == [result_facts(r) for r in serial]
     assert snapshot(open_database(other_db_url), tmp_path / "raw-parallel") == snapshot(
