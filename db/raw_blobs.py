@@ -14,7 +14,7 @@ comparison sees it once this module is imported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 from sqlalchemy import DateTime, Integer, LargeBinary, String, bindparam, func, select
@@ -73,6 +73,43 @@ def insert_blob(connection: Connection, sha256: str, data: bytes, stored_at: dat
     else:
         statement = sqlite.insert(raw_blobs).on_conflict_do_nothing()
     return connection.execute(statement, values).rowcount == 1
+
+
+def insert_blobs(connection: Connection, blobs: Mapping[str, bytes], stored_at: datetime) -> int:
+    """`insert_blob` for many files at once (a bulk import's group): how many were new.
+
+    One query for the digests already stored and one INSERT for the others, with
+    the same ON CONFLICT DO NOTHING for rows another transaction inserts meanwhile.
+    """
+    if not blobs:
+        return 0
+    digests = sorted(blobs)
+    stored = set(
+        connection.execute(select(raw_blobs.c.sha256).where(raw_blobs.c.sha256.in_(digests)))
+        .scalars()
+        .all()
+    )
+    rows = [
+        {
+            "sha256": digest,
+            "size": len(blobs[digest]),
+            "data": blobs[digest],
+            "stored_at": stored_at,
+        }
+        for digest in digests
+        if digest not in stored
+    ]
+    if not rows:
+        return 0
+    statement: postgresql.Insert | sqlite.Insert
+    if connection.dialect.name == "postgresql":
+        statement = postgresql.insert(raw_blobs).on_conflict_do_nothing(
+            index_elements=[raw_blobs.c.sha256]
+        )
+    else:
+        statement = sqlite.insert(raw_blobs).on_conflict_do_nothing()
+    connection.execute(statement, rows)
+    return len(rows)
 
 
 def blob_digests(connection: Connection) -> Iterator[str]:

@@ -325,8 +325,7 @@ class DatabaseRawStore:
         if not pending:
             return 0
         with write_transaction(self.engine) as connection:
-            for digest, data in pending.items():
-                raw_blobs.insert_blob(connection, digest, data, utc_now())
+            raw_blobs.insert_blobs(connection, pending, utc_now())
         return len(pending)
 
     def contains(self, digest: str) -> bool:

@@ -36,7 +36,7 @@ from fixtures.scenario import Scenario
 from ingest import parallel
 from ingest.parallel import ParallelImporter, prepare
 from ingest.pipeline import Importer, ImportResult
-from ingest.rawstore import RawStore
+from ingest.rawstore import DATABASE, FILES, RawStorage, RawStore, open_raw_store
 from parsers.errors import DecodeError
 from parsers.params import MAX_FILE_BYTES
 from parsers.registry import decode_bytes
@@ -103,9 +103,13 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
     skip = {"id", "imported_at", "pump_id"}
     session_columns = [c.name for c in sessions.columns if c.name not in skip]
     with engine.connect() as connection:
-        sid = {pk: session_id for pk, session_id in connection.execute(
-            select(sessions.c.id, sessions.c.session_id))}
-        serial = dict(connection.execute(select(pumps.c.id, pumps.c.serial)).all())
+        sid: dict[int, str] = {
+            pk: session_id
+            for pk, session_id in connection.execute(select(sessions.c.id, sessions.c.session_id))
+        }
+        serial: dict[int, str] = {
+            pk: number for pk, number in connection.execute(select(pumps.c.id, pumps.c.serial))
+        }
         state: dict[str, Any] = {
             "pumps": sorted(connection.execute(select(pumps.c.serial, pumps.c.model)).all()),
             "sessions": sorted(
@@ -117,21 +121,39 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
                 for r in connection.execute(select(setting_values))
             ),
             "events": sorted(
-                (sid[r.session_pk], *(getattr(r, c.name) for c in events.columns
-                                      if c.name not in ("id", "session_pk")))
+                (
+                    sid[r.session_pk],
+                    *(
+                        getattr(r, c.name)
+                        for c in events.columns
+                        if c.name not in ("id", "session_pk")
+                    ),
+                )
                 for r in connection.execute(select(events))
             ),
             "raw_files": sorted(
                 (
-                    r.sha256, r.size, r.name, r.source_format, r.status, r.error_code,
-                    r.error, sid.get(r.session_pk), r.parser_version,
+                    r.sha256,
+                    r.size,
+                    r.name,
+                    r.source_format,
+                    r.status,
+                    r.error_code,
+                    r.error,
+                    sid.get(r.session_pk),
+                    r.parser_version,
                 )
                 for r in connection.execute(select(raw_files))
             ),
             "evidence": sorted(
                 (
-                    sid[r.session_pk], sid.get(r.prior_session_pk), r.procedure, r.flags,
-                    r.document, r.rules_version, r.parser_version,
+                    sid[r.session_pk],
+                    sid.get(r.prior_session_pk),
+                    r.procedure,
+                    r.flags,
+                    r.document,
+                    r.rules_version,
+                    r.parser_version,
                 )
                 for r in connection.execute(select(evidence))
             ),
@@ -145,26 +167,35 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
             "audit": _rows(
                 connection, "SELECT actor, action, target, detail FROM audit_log ORDER BY id"
             ),
+            "raw_blobs": _rows(
+                connection, "SELECT sha256, size, data FROM raw_blobs ORDER BY sha256"
+            ),
         }
     state["raw_store"] = sorted(p.name for p in store.rglob("*") if p.is_file())
     return state
 
 
-def import_serial(url: str, store: Path, paths: Sequence[Path]) -> list[ImportResult]:
+def _store(engine: Engine, store: Path, mode: str) -> RawStorage:
+    return RawStore(store, durable=False) if mode == FILES else open_raw_store(engine, store, mode)
+
+
+def import_serial(
+    url: str, store: Path, paths: Sequence[Path], mode: str = FILES
+) -> list[ImportResult]:
     engine = open_database(url)
     try:
-        importer = Importer(engine, RawStore(store, durable=False), rules())
+        importer = Importer(engine, _store(engine, store, mode), rules())
         return list(importer.import_paths(paths, group=GROUP))
     finally:
         engine.dispose()
 
 
 def import_parallel(
-    url: str, store: Path, paths: Sequence[Path], jobs: int
+    url: str, store: Path, paths: Sequence[Path], jobs: int, mode: str = FILES
 ) -> tuple[list[ImportResult], ParallelImporter]:
     engine = open_database(url)
     try:
-        importer = Importer(engine, RawStore(store, durable=False), rules())
+        importer = Importer(engine, _store(engine, store, mode), rules())
         parallel_import = ParallelImporter(importer, jobs, group=GROUP)
         return list(parallel_import.import_paths(paths)), parallel_import
     finally:
@@ -220,14 +251,15 @@ def test_importing_again_gives_duplicates_as_the_serial_import_does(
     assert {r.outcome for r in again} == {"duplicate", "refused"}
 
 
-def test_a_dead_worker_loses_nothing(db_url: str, other_db_url: str, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_worker_loses_nothing(
+    db_url: str, other_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker killed mid-import: the rest is prepared in the writer, results unchanged."""
     paths = corpus(tmp_path, conflicting=False)
     serial = import_serial(db_url, tmp_path / "raw-serial", paths)
     monkeypatch.setattr(parallel, "_prepare_chunk", _die_on_second_chunk)
     results, used = import_parallel(other_db_url, tmp_path / "raw-parallel", paths, 2)
-    assert used._pool_broken  # noqa: SLF001 - the behaviour under test
+    assert used._pool_broken
     assert [result_facts(r) for r in results] == [result_facts(r) for r in serial]
     assert snapshot(open_database(other_db_url), tmp_path / "raw-parallel") == snapshot(
         open_database(db_url), tmp_path / "raw-serial"
@@ -245,7 +277,7 @@ def _die_on_second_chunk(chunk: list[tuple[bytes, str]]) -> list[parallel.Prepar
 def test_prepared_refusal_survives_the_trip_from_a_worker(tmp_path: Path) -> None:
     import pickle
 
-    state = parallel._WorkerState(parallel.dialect_for("sqlite", "pysqlite"))  # noqa: SLF001
+    state = parallel._WorkerState(parallel.dialect_for("sqlite", "pysqlite"))
     answer = pickle.loads(pickle.dumps(prepare(b"garbage" * 10, "g.txt", state)))
     with pytest.raises(DecodeError) as raised:
         decode_bytes(b"garbage" * 10, source="g.txt")
@@ -277,3 +309,17 @@ def test_random_orders_of_one_pump_spread_over_groups(
     assert snapshot(open_database(other_db_url), tmp_path / "raw-parallel") == snapshot(
         open_database(db_url), tmp_path / "raw-serial"
     )
+
+
+def test_raw_bytes_in_the_database_as_the_serial_import_keeps_them(
+    db_url: str, other_db_url: str, tmp_path: Path
+) -> None:
+    """The `raw_blobs` store (PostgreSQL's default): a group's blobs in one statement."""
+    paths = corpus(tmp_path, conflicting=False)
+    serial = import_serial(db_url, tmp_path / "unused-1", paths, DATABASE)
+    results, used = import_parallel(other_db_url, tmp_path / "unused-2", paths, 2, DATABASE)
+    assert used.groups_serial == 0
+    assert [result_facts(r) for r in results] == [result_facts(r) for r in serial]
+    expected = snapshot(open_database(db_url), tmp_path / "unused-1")
+    assert len(expected["raw_blobs"]) == len({p.read_bytes() for p in paths[:-1]})
+    assert snapshot(open_database(other_db_url), tmp_path / "unused-2") == expected
