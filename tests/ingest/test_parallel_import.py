@@ -103,13 +103,8 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
     skip = {"id", "imported_at", "pump_id"}
     session_columns = [c.name for c in sessions.columns if c.name not in skip]
     with engine.connect() as connection:
-        sid: dict[int, str] = {
-            pk: session_id
-            for pk, session_id in connection.execute(select(sessions.c.id, sessions.c.session_id))
-        }
-        serial: dict[int, str] = {
-            pk: number for pk, number in connection.execute(select(pumps.c.id, pumps.c.serial))
-        }
+        sid = dict(connection.execute(select(sessions.c.id, sessions.c.session_id)).tuples())
+        serial = dict(connection.execute(select(pumps.c.id, pumps.c.serial)).tuples())
         state: dict[str, Any] = {
             "pumps": sorted(connection.execute(select(pumps.c.serial, pumps.c.model)).all()),
             "sessions": sorted(
