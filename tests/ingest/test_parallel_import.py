@@ -103,8 +103,8 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
     skip = {"id", "imported_at", "pump_id"}
     session_columns = [c.name for c in sessions.columns if c.name not in skip]
     with engine.connect() as connection:
-        sid = dict(connection.execute(select(sessions.c.id, sessions.c.session_id)).tuples())
-        serial = dict(connection.execute(select(pumps.c.id, pumps.c.serial)).tuples())
+        sid = dict(connection.execute(select(sessions.c.id, sessions.c.session_id)).tuples().all())
+        serial = dict(connection.execute(select(pumps.c.id, pumps.c.serial)).tuples().all())
         state: dict[str, Any] = {
             "pumps": sorted(connection.execute(select(pumps.c.serial, pumps.c.model)).all()),
             "sessions": sorted(
