@@ -750,6 +750,9 @@ class GroupWriter:
         if missing:
             rows = [{"serial": serial, "model": models[serial]} for serial in missing]
             if postgres:
+                # In serial order, as the locks: two writers inserting the same new
+                # pumps wait for each other in one order and never deadlock.
+                rows.sort(key=lambda row: row["serial"])
                 connection.execute(pg_insert(pumps).on_conflict_do_nothing(), rows)
                 found = {serial: int(pk) for serial, pk in connection.execute(by_serial)}
             else:

@@ -318,3 +318,44 @@ def test_raw_bytes_in_the_database_as_the_serial_import_keeps_them(
     expected = snapshot(open_database(db_url), tmp_path / "unused-1")
     assert len(expected["raw_blobs"]) == len({p.read_bytes() for p in paths[:-1]})
     assert snapshot(open_database(other_db_url), tmp_path / "unused-2") == expected
+
+
+def test_two_writers_at_once_share_each_pump_chain(db_url: str, tmp_path: Path) -> None:
+    """A parallel import and a serial import of overlapping files into one database at once
+    (two workstations on one PostgreSQL): each session once, every chain's evidence right."""
+    import threading
+
+    from db import audit
+    from tests.ingest.test_pipeline import expected_evidence, stored_evidence
+
+    files = [binary(s) for s in history(41, visits=10, serial="ITP40-91041")]
+    files += [binary(s) for s in history(42, visits=10, serial="ITP40-91042")]
+    order = list(range(len(files)))
+    random.Random(7).shuffle(order)
+    engine = open_database(db_url)
+    try:
+        store = RawStore(tmp_path / "raw", durable=False)
+        results: list[ImportResult] = []
+
+        def parallel_share() -> None:
+            imp = Importer(engine, store, rules())
+            items = [(files[i], f"p{i}") for i in order[:14]]
+            results.extend(ParallelImporter(imp, 1, group=4).import_many(items))
+
+        def serial_share() -> None:
+            imp = Importer(engine, store, rules())
+            results.extend(imp.import_bytes(files[i], f"s{i}") for i in order[8:])
+
+        threads = [threading.Thread(target=parallel_share), threading.Thread(target=serial_share)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        imported = [r for r in results if r.outcome == "imported"]
+        assert len(imported) == len(files), [r.detail for r in results if r.outcome != "imported"]
+        assert {r.outcome for r in results} == {"imported", "duplicate"}
+        assert stored_evidence(Importer(engine, store, rules())) == expected_evidence(files)
+        with engine.connect() as connection:
+            assert audit.verify(connection) is None
+    finally:
+        engine.dispose()
