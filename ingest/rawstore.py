@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,8 @@ class RawStore:
         folder = final.parent
         sync_now = self.durable and not defer_sync
         self._make_dirs(folder, sync=sync_now)
-        temp = folder / f".tmp-{digest[:16]}-{os.getpid()}-{id(data):x}"
+        # Unique per process and thread: two threads may keep the same bytes at once.
+        temp = folder / f".tmp-{digest[:16]}-{os.getpid()}-{threading.get_ident():x}-{id(data):x}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
