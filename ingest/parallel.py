@@ -309,6 +309,9 @@ class ParallelImporter:
         self._state = _WorkerState(dialect_for(*self._dialect))
         self._pool: ProcessPoolExecutor | None = None
         self._pool_broken = False
+        # During an import: the groups not yet submitted, and those being prepared.
+        self._groups: Iterator[list[Offered]] | None = None
+        self._ahead: deque[_Pending] = deque()
         self.writer = GroupWriter(importer, self._derive_tasks)
         # Groups written by the planner, and groups it handed to the serial path.
         self.groups_planned = 0
@@ -325,7 +328,6 @@ class ParallelImporter:
     def import_many(self, items: Iterable[Offered]) -> Iterator[ImportResult]:
         """Every offered file, in order, one result each, as `Importer.import_many` gives."""
         groups = groups_of(items, self.group)
-        ahead: deque[_Pending] = deque()
         try:
             first = next(groups, None)
             if first is None:
@@ -337,17 +339,33 @@ class ParallelImporter:
                 for items_ in rest:
                     yield from self._write(self._prepare_here(items_))
                 return
-            for items_ in itertools.chain([first, second], groups):
-                ahead.append(self._submit(items_))
-                if len(ahead) > GROUPS_AHEAD:
-                    yield from self._write(self._collect(ahead.popleft()))
-            while ahead:
-                yield from self._write(self._collect(ahead.popleft()))
+            self._groups = itertools.chain([first, second], groups)
+            self._refill(GROUPS_AHEAD + 1)
+            while self._ahead:
+                pending = self._ahead.popleft()
+                self._refill(GROUPS_AHEAD)
+                yield from self._write(self._collect(pending))
         finally:
-            for pending in ahead:
+            self._groups = None
+            for pending in self._ahead:
                 for future in pending.futures:
                     future.cancel()
+            self._ahead.clear()
             self.close()
+
+    def _refill(self, limit: int) -> None:
+        """Submit groups to the workers until `limit` wait beyond the one being written.
+
+        Called before a group is written and again once its evidence is derived
+        (`_derive_tasks`): the workers then prepare the group after next while this
+        process commits, flushes and starts the next group.
+        """
+        while self._groups is not None and len(self._ahead) < limit:
+            items = next(self._groups, None)
+            if items is None:
+                self._groups = None
+                return
+            self._ahead.append(self._submit(items))
 
     def close(self) -> None:
         """Stop the worker processes (an import's end; safe to call twice)."""
@@ -415,7 +433,17 @@ class ParallelImporter:
     def _derive_tasks(
         self, tasks: Sequence[tuple[Sequence[DeriveJob], dict[int, SessionSource]]]
     ) -> list[list[Derived]]:
-        """Derivation tasks on the workers when they run (in this process otherwise)."""
+        """Derivation tasks on the workers when they run (in this process otherwise).
+
+        Once the answers are in, the group after next goes to the workers (`_refill`).
+        """
+        answers = self._derive_on_workers(tasks)
+        self._refill(GROUPS_AHEAD + 1)
+        return answers
+
+    def _derive_on_workers(
+        self, tasks: Sequence[tuple[Sequence[DeriveJob], dict[int, SessionSource]]]
+    ) -> list[list[Derived]]:
         rules = self.importer.rules
         pool = self._pool
         if pool is None or len(tasks) < 2:
