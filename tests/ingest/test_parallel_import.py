@@ -97,8 +97,7 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
     skip = {"id", "imported_at", "pump_id"}
     session_columns = [c.name for c in sessions.columns if c.name not in skip]
     with engine.connect() as connection:
-        sid = {pk: session_id for pk, session_id in connection.execute(
-            select(sessions.c.id, sessions.c.session_id))}
+        sid = dict(connection.execute(select(sessions.c.id, sessions.c.session_id)).all())
         serial = dict(connection.execute(select(pumps.c.id, pumps.c.serial)).all())
         state: dict[str, Any] = {
             "pumps": sorted(connection.execute(select(pumps.c.serial, pumps.c.model)).all()),
@@ -111,21 +110,39 @@ def snapshot(engine: Engine, store: Path) -> dict[str, Any]:
                 for r in connection.execute(select(setting_values))
             ),
             "events": sorted(
-                (sid[r.session_pk], *(getattr(r, c.name) for c in events.columns
-                                      if c.name not in ("id", "session_pk")))
+                (
+                    sid[r.session_pk],
+                    *(
+                        getattr(r, c.name)
+                        for c in events.columns
+                        if c.name not in ("id", "session_pk")
+                    ),
+                )
                 for r in connection.execute(select(events))
             ),
             "raw_files": sorted(
                 (
-                    r.sha256, r.size, r.name, r.source_format, r.status, r.error_code,
-                    r.error, sid.get(r.session_pk), r.parser_version,
+                    r.sha256,
+                    r.size,
+                    r.name,
+                    r.source_format,
+                    r.status,
+                    r.error_code,
+                    r.error,
+                    sid.get(r.session_pk),
+                    r.parser_version,
                 )
                 for r in connection.execute(select(raw_files))
             ),
             "evidence": sorted(
                 (
-                    sid[r.session_pk], sid.get(r.prior_session_pk), r.procedure, r.flags,
-                    r.document, r.rules_version, r.parser_version,
+                    sid[r.session_pk],
+                    sid.get(r.prior_session_pk),
+                    r.procedure,
+                    r.flags,
+                    r.document,
+                    r.rules_version,
+                    r.parser_version,
                 )
                 for r in connection.execute(select(evidence))
             ),
@@ -212,14 +229,15 @@ def test_importing_again_gives_duplicates_as_the_serial_import_does(
     assert {r.outcome for r in again} == {"duplicate", "refused"}
 
 
-def test_a_dead_worker_loses_nothing(db_url: str, other_db_url: str, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_worker_loses_nothing(
+    db_url: str, other_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker killed mid-import: the rest is prepared in the writer, results unchanged."""
     paths = corpus(tmp_path, conflicting=False)
     serial = import_serial(db_url, tmp_path / "raw-serial", paths)
     monkeypatch.setattr(parallel, "_prepare_chunk", _die_on_second_chunk)
     results, used = import_parallel(other_db_url, tmp_path / "raw-parallel", paths, 2)
-    assert used._pool_broken  # noqa: SLF001 - the behaviour under test
+    assert used._pool_broken
     assert [result_facts(r) for r in results] == [result_facts(r) for r in serial]
     assert snapshot(open_database(other_db_url), tmp_path / "raw-parallel") == snapshot(
         open_database(db_url), tmp_path / "raw-serial"
@@ -237,7 +255,7 @@ def _die_on_second_chunk(chunk: list[tuple[bytes, str]]) -> list[parallel.Prepar
 def test_prepared_refusal_survives_the_trip_from_a_worker(tmp_path: Path) -> None:
     import pickle
 
-    state = parallel._WorkerState(parallel.dialect_for("sqlite", "pysqlite"))  # noqa: SLF001
+    state = parallel._WorkerState(parallel.dialect_for("sqlite", "pysqlite"))
     answer = pickle.loads(pickle.dumps(prepare(b"garbage" * 10, "g.txt", state)))
     with pytest.raises(DecodeError) as raised:
         decode_bytes(b"garbage" * 10, source="g.txt")
