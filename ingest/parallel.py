@@ -50,10 +50,10 @@ import os
 import pickle
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -294,8 +294,15 @@ class ParallelImporter:
     """Bulk import with `jobs` worker processes preparing files for one writer."""
 
     def __init__(
-        self, importer: Importer, jobs: int | None = None, *, group: int = GROUP_FILES
+        self,
+        importer: Importer,
+        jobs: int | None = None,
+        *,
+        group: int = GROUP_FILES,
+        give_up: Callable[[ImportResult], bool] | None = None,
     ) -> None:
+        """`give_up`: a result after which a group written file by file stops trying
+        the rest (GroupWriter)."""
         self.importer = importer
         self.jobs = default_jobs() if jobs is None else max(1, jobs)
         self.group = group
@@ -304,7 +311,7 @@ class ParallelImporter:
         self._state = _WorkerState(dialect_for(*self._dialect))
         self._pool: ProcessPoolExecutor | None = None
         self._pool_broken = False
-        self.writer = GroupWriter(importer, self._derive_tasks)
+        self.writer = GroupWriter(importer, self._derive_tasks, give_up=give_up)
         # Groups written by the planner, and groups it handed to the serial path.
         self.groups_planned = 0
         self.groups_serial = 0
@@ -315,8 +322,12 @@ class ParallelImporter:
         """Files and folders (walked as `pumptrail import` walks them); one result per file."""
         return self.import_many(read_offered(path, str(path)) for path in expand_paths(paths))
 
-    def import_many(self, items: Iterable[Offered]) -> Iterator[ImportResult]:
-        """Every offered file, in order, one result each, as `Importer.import_many` gives."""
+    def import_many(self, items: Iterable[Offered]) -> Generator[ImportResult, None, None]:
+        """Every offered file, in order, one result each, as `Importer.import_many` gives.
+
+        `items` is read lazily, a group ahead of the one being written; closing the
+        generator early stops the workers.
+        """
         groups = groups_of(items, self.group)
         ahead: deque[_Pending] = deque()
         try:
@@ -489,10 +500,19 @@ def run_here(
 class GroupWriter:
     """Writes one prepared group in one transaction, or hands it to the serial path."""
 
-    def __init__(self, importer: Importer, run_tasks: TaskRunner | None = None) -> None:
+    def __init__(
+        self,
+        importer: Importer,
+        run_tasks: TaskRunner | None = None,
+        *,
+        give_up: Callable[[ImportResult], bool] | None = None,
+    ) -> None:
         self.importer = importer
         self.write_count = 0
         self._run_tasks = run_tasks or (lambda tasks: run_here(tasks, importer.rules))
+        # The service's watcher gives up on a group at the first outage (the next
+        # poll tries again); `pumptrail import` tries every file.
+        self._give_up = give_up
         # Row key -> (stored document, pickled Session) of sessions stored lately.
         self._blobs: dict[int, tuple[str, bytes]] = {}
 
@@ -518,12 +538,29 @@ class GroupWriter:
         self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
     ) -> list[ImportResult]:
         results: list[ImportResult] = []
+        stopped: ImportResult | None = None
         for item, answer in zip(items, prepared, strict=True):
             if isinstance(item, ImportResult):
                 results.append(item)
                 continue
+            data, name = item
+            if stopped is not None:
+                digest = sha256_hex(data) if answer is None else answer.digest
+                results.append(
+                    replace(
+                        stopped,
+                        name=name,
+                        detail=f"{name}: not tried after the failure of the file before "
+                        f"it ({type(stopped.exception).__name__})",
+                        sha256=digest,
+                    )
+                )
+                continue
             decoded = None if answer is None else answer.as_decoded
-            results.append(self.importer.import_bytes(*item, group_commit=True, decoded=decoded))
+            result = self.importer.import_bytes(data, name, group_commit=True, decoded=decoded)
+            results.append(result)
+            if self._give_up is not None and self._give_up(result):
+                stopped = result
         return results
 
     # -- one transaction ----------------------------------------------------

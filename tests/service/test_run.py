@@ -8,6 +8,9 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from ingest.pipeline import GROUP_FILES
 from ingest.rawstore import sha256_hex
 from parsers.errors import DecodeError
 from parsers.registry import decode_bytes
@@ -83,12 +86,18 @@ def test_dropped_exports_are_imported_and_archived_and_the_rest_quarantined(
     assert service.events("service_stopped")
 
 
-def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(tmp_path: Path) -> None:
-    drops = corpus(2, pumps=6, visits=6, singles=20)
+@pytest.mark.parametrize("import_jobs", [1, 2])
+def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(
+    tmp_path: Path, import_jobs: int
+) -> None:
+    """File by file (`import_jobs=1`) and as a backfill with workers: a backlog of more
+    than three groups, so a stop after the first group still leaves files behind."""
+    drops = corpus(2, pumps=10, visits=8, singles=60)
+    assert len(drops) > 3 * GROUP_FILES
     inbox = tmp_path / "inbox"
     for item in drops:  # all present before the start: one long poll
         drop(inbox, item)
-    service = RunningService(tmp_path, tmp_path / "service.log")
+    service = RunningService(tmp_path, tmp_path / "service.log", import_jobs=import_jobs)
     try:
         assert wait_for(lambda: bool(files_under(tmp_path / "archive")), timeout=60, interval=0.01)
     finally:
@@ -98,6 +107,13 @@ def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(tmp_path:
     moved = files_under(tmp_path / "archive") + files_under(tmp_path / "quarantine")
     assert left, "SIGTERM came after the last file: the test proves nothing"
     assert len(left) + len(moved) == len(drops)
+    if import_jobs > 1:
+        # The first group was moved when the stop came; at most the group prepared
+        # beside it was offered too, and finished.
+        assert service.events("backfill_started")
+        assert GROUP_FILES <= len(moved) <= 2 * GROUP_FILES
+    else:
+        assert not service.events("backfill_started")
     # Finished means imported *and* moved: every stored file left the inbox, and
     # nothing left the inbox without being stored.
     stored = {
