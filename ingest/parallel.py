@@ -48,6 +48,8 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select as io_select
+import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -193,9 +195,33 @@ def dialect_for(name: str, driver: str) -> Dialect:
     return dialect
 
 
-def _init_worker(name: str, driver: str) -> None:
+def _init_worker(name: str, driver: str, writer_pid: int) -> None:
     global _STATE  # noqa: PLW0603 - one state per worker process
     _STATE = _WorkerState(dialect_for(name, driver))
+    _exit_with(writer_pid)
+
+
+def _exit_with(pid: int) -> None:
+    """End this worker as soon as the process that started it (the writer) is gone.
+
+    A writer killed outright (SIGKILL, the OOM killer) cannot stop its pool, and a
+    worker holds both ends of its task queue, so it would wait for work forever;
+    it also holds the fork server's liveness pipe, so the fork server and the
+    resource tracker would stay too. A pidfd (Linux 5.3 and later) becomes readable
+    when the writer exits, without polling and without mistaking a reused PID.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(0)  # gone already
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd: systemd's cgroup kill
+        return
+
+    def wait() -> None:
+        io_select.select([pidfd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=wait, name="writer-watch", daemon=True).start()
 
 
 def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
@@ -375,7 +401,7 @@ class ParallelImporter:
                 max_workers=self.jobs,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=self._dialect,
+                initargs=(*self._dialect, os.getpid()),
             )
         return self._pool
 

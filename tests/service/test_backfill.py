@@ -21,8 +21,12 @@ import json
 import logging
 import os
 import random
+import sqlite3
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import OperationalError
 
 from db.audit import audit_log
+from db.engine import make_durable as engine_make_durable
 from db.models import raw_files, sessions
 from ingest import pipeline, watch
 from ingest.parallel import ParallelImporter
@@ -40,6 +45,19 @@ from ingest.watch import Handled
 from parsers.params import MAX_FILE_BYTES
 from tests.ingest.exports import binary, csv, history, importer, with_other_note
 from tests.ingest.test_parallel_import import result_facts, snapshot
+from tests.service.support import (
+    RunningService,
+    check_after_kill,
+    committed_in_inbox,
+    corpus,
+    drop,
+    evidence_by_session,
+    files_under,
+    fresh_evidence,
+    session_ids,
+    sqlite_rows,
+    wait_for,
+)
 from tests.service.test_watch import Clock, Env, files, poll_twice
 
 SEED = 20261205
@@ -259,7 +277,7 @@ class Outage:
         self.engine, self.kind = engine, kind
         self.down = False
         self.groups = 0
-        real = pipeline.make_durable
+        real = engine_make_durable
 
         def make_durable(engine_: Engine) -> None:
             self.groups += 1
@@ -352,3 +370,123 @@ def test_an_outage_mid_backfill_leaves_the_rest_and_a_later_poll_finishes(
         ]
         stored = connection.execute(select(sessions.c.session_id)).scalars().all()
     assert imports.count("imported") == len(stored) == len(set(stored))
+
+
+# ---------------------------------------------------------------------------
+# The real service, killed during a backfill
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (the fork server and the import workers)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{parent}/task/{task}/children").read_text()
+            except FileNotFoundError:
+                continue
+            for child in map(int, text.split()):
+                if child not in found:
+                    found.add(child)
+                    pending.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_backfill_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """A few hundred files waiting when the service starts, imported with two workers;
+    killed with SIGKILL while workers prepare, while a group is moved, and at a
+    random moment; restarted each time, and finally left to finish."""
+    rng = random.Random(SEED)
+    drops = corpus(SEED, pumps=12, visits=10, singles=80)
+    rng.shuffle(drops)  # older sessions of a pump arrive after newer ones
+    drops = [replace(d, name=f"{i:03d}-{d.name}") for i, d in enumerate(drops)]
+    assert 250 <= len(drops) <= 400
+    inbox = tmp_path / "inbox"
+    for item in drops:
+        drop(inbox, item)
+
+    def archived() -> int:
+        return len(files_under(tmp_path / "archive"))
+
+    moments: list[tuple[str, Callable[[RunningService], bool]]] = [
+        ("workers preparing", lambda s: bool(s.events("backfill_started"))),
+        ("first group moving", lambda s: archived() >= 1),
+        ("later group moving", lambda s: archived() >= 2 * GROUP_FILES + rng.randint(1, 40)),
+        ("a random moment", lambda s: time.monotonic() - started >= delay),
+    ]
+    delay = rng.uniform(0.5, 3.0)
+    moved_at_kills: list[int] = []
+    committed_not_moved = 0
+    for kill, (label, ready) in enumerate(moments):
+        started = time.monotonic()
+        service = RunningService(tmp_path, tmp_path / f"service-{kill}.log", import_jobs=2)
+        try:
+            assert wait_for(lambda: ready(service), timeout=120, interval=0.005), (
+                label + service.log_text()[-3000:]
+            )
+            time.sleep(rng.uniform(0, 0.05))
+            helpers = descendants(service.process.pid)
+        finally:
+            service.kill()
+        # The fork server and the workers go with the service.
+        assert wait_for(lambda: not any(alive(p) for p in helpers), timeout=30), label
+        check_after_kill(tmp_path, drops)
+        moved_at_kills.append(archived())
+        committed_not_moved += committed_in_inbox(tmp_path)
+    print(f"archived at the kills: {moved_at_kills}; committed, not moved: {committed_not_moved}")
+    assert moved_at_kills[-1] > 2 * GROUP_FILES  # the kills came while work remained
+    assert files_under(inbox)
+
+    service = RunningService(tmp_path, tmp_path / "service-final.log", import_jobs=2)
+    try:
+        assert wait_for(lambda: not files_under(inbox), timeout=300), service.log_text()[-3000:]
+    finally:
+        status = service.terminate()
+    assert status == 0, service.log_text()[-3000:]
+    check_after_kill(tmp_path, drops)
+
+    # Nothing lost: the archive and quarantine hold exactly what was dropped.
+    moved = files_under(tmp_path / "archive") + files_under(tmp_path / "quarantine")
+    assert Counter(p.read_bytes() for p in moved) == Counter(d.data for d in drops)
+    assert {p.name for p in files_under(tmp_path / "quarantine")} == {
+        d.name for d in drops if d.session_id is None
+    }
+    # Nothing doubled: one session per session ID, one raw file per distinct bytes,
+    # one evidence row per session, and each session imported once (a file the
+    # kill caught committed but not moved came back as a duplicate).
+    db = tmp_path / "pumptrail.db"
+    stored = [row[0] for row in sqlite_rows(db, "SELECT session_id FROM sessions")]
+    assert sorted(stored) == sorted(session_ids(drops))
+    assert sqlite_rows(db, "SELECT count(*) FROM raw_files") == [(len({d.data for d in drops}),)]
+    assert sqlite_rows(db, "SELECT count(*) FROM evidence") == [(len(stored),)]
+    imported = Counter(
+        target
+        for target, detail in sqlite_rows(
+            db, "SELECT target, detail FROM audit_log WHERE action = 'import'"
+        )
+        if json.loads(detail)["outcome"] == "imported"
+    )
+    assert imported == Counter(session_ids(drops))
+    connection = sqlite3.connect(db)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        connection.close()
+    # The evidence is what one uninterrupted import of the same files derives.
+    assert evidence_by_session(f"sqlite:///{db}") == fresh_evidence(tmp_path, drops)
