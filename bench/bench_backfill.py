@@ -128,31 +128,31 @@ def main(*, quick: bool = False) -> None:
         print(f"   {count} exports, {size / 1e6:.1f} MB, binary and CSV alternately", flush=True)
         baseline = baseline_backfill(root / "baseline-folder", root / "baseline")
         print(
-            f"   {f'baseline: pumptrail import FOLDER (--jobs {cores})':<58} "
+            f"   {f'baseline: pumptrail import FOLDER (--jobs {cores})':<60} "
             f"{count / baseline:8.1f} files/s   ({baseline:.1f} s)",
             flush=True,
         )
         steady_of: dict[int | None, float] = {}
-        for jobs, label in ((1, "import_jobs=1"), (None, f"import_jobs default ({cores} cores)")):
+        for jobs, label in ((1, "import_jobs=1"), (None, f"default, {cores} workers")):
             folder = root / f"service-{jobs or 'default'}"
             write_corpus(folder / "inbox", count)
             total, steady, peak = service_backfill(folder, count, jobs)
             steady_of[jobs] = steady
             print(
-                f"   {f'pumptrail run, {label}: start to inbox empty':<58} "
+                f"   {f'pumptrail run ({label}): start to inbox empty':<60} "
                 f"{count / total:8.1f} files/s   ({total:.1f} s)   "
                 f"{baseline / total:4.2f}x the baseline's rate",
                 flush=True,
             )
             print(
-                f"   {f'pumptrail run, {label}: first to last archived':<58} "
+                f"   {f'pumptrail run ({label}): first to last archived':<60} "
                 f"{count / steady:8.1f} files/s   ({steady:.1f} s)   "
                 f"{baseline / steady:4.2f}x the baseline's rate   "
                 f"peak RSS {peak / 2**20:.0f} MiB",
                 flush=True,
             )
     print(
-        f"   {'pumptrail run: default vs import_jobs=1':<58} "
+        f"   {'pumptrail run: default vs import_jobs=1':<60} "
         f"{steady_of[1] / steady_of[None]:8.2f}x (first to last archived)",
         flush=True,
     )

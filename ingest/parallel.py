@@ -38,7 +38,9 @@ Workers are started only for an import of more than one group (starting them
 costs more than a group gains), from a fork server (the service has threads;
 forking them is unsafe). A worker that dies (killed, out of memory) stops the
 pool: the rest of the import is prepared in this process instead, and nothing is
-lost. Logs name files by SHA-256 prefix only.
+lost. A worker ignores SIGTERM and SIGINT (the writer finishes what it started and
+stops the pool) and ends by itself when the writer is gone, even killed outright.
+Logs name files by SHA-256 prefix only.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import multiprocessing
 import os
 import pickle
 import select as io_select
+import signal
 import threading
 from bisect import bisect_left
 from collections import deque
@@ -198,6 +201,11 @@ def dialect_for(name: str, driver: str) -> Dialect:
 def _init_worker(name: str, driver: str, writer_pid: int) -> None:
     global _STATE  # noqa: PLW0603 - one state per worker process
     _STATE = _WorkerState(dialect_for(name, driver))
+    # systemd's stop signals every process of the service (KillMode=control-group)
+    # and Ctrl-C the whole process group: the writer decides what is finished and
+    # stops the pool itself, so a worker must not die under the import it serves.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with(writer_pid)
 
 
@@ -396,7 +404,8 @@ class ParallelImporter:
     def _executor(self) -> ProcessPoolExecutor | None:
         if self._pool is None and not self._pool_broken:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["ingest.parallel"])
+            # Signals, then the decoders (ingest.forkserver).
+            context.set_forkserver_preload(["ingest.forkserver"])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.jobs,
                 mp_context=context,

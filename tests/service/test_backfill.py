@@ -17,10 +17,12 @@ to the serial path), a file too large to read and a symbolic link.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -384,12 +386,12 @@ def descendants(pid: int) -> set[int]:
         parent = pending.pop()
         try:
             tasks = os.listdir(f"/proc/{parent}/task")
-        except FileNotFoundError:
+        except OSError:  # the process ended meanwhile
             continue
         for task in tasks:
             try:
                 text = Path(f"/proc/{parent}/task/{task}/children").read_text()
-            except FileNotFoundError:
+            except OSError:  # the task ended meanwhile
                 continue
             for child in map(int, text.split()):
                 if child not in found:
@@ -401,9 +403,46 @@ def descendants(pid: int) -> set[int]:
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # gone
         return False
     return state != "Z"
+
+
+def test_a_stop_signalled_to_every_process_finishes_the_offered_groups(tmp_path: Path) -> None:
+    """`systemctl stop` sends SIGTERM to every process of the unit (KillMode=control-group),
+    the fork server and the workers too: the service still finishes the groups it
+    offered, with its workers, and exits 0."""
+    drops = corpus(SEED, pumps=10, visits=8, singles=60)
+    assert len(drops) > 3 * GROUP_FILES
+    inbox = tmp_path / "inbox"
+    for item in drops:
+        drop(inbox, item)
+    service = RunningService(tmp_path, tmp_path / "service.log", import_jobs=2)
+    try:
+        assert wait_for(
+            lambda: bool(files_under(tmp_path / "archive")), timeout=120, interval=0.005
+        ), service.log_text()[-3000:]
+        family = {service.process.pid, *descendants(service.process.pid)}
+        # The service, the fork server, the resource tracker and the two workers.
+        assert len(family) >= 4, family
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    finally:
+        status = service.terminate(timeout=120)
+    assert status == 0, service.log_text()[-3000:]
+    assert "import workers stopped" not in service.log_text()
+    helpers = family - {service.process.pid}
+    assert wait_for(lambda: not any(alive(pid) for pid in helpers), timeout=30)
+    left = files_under(inbox)
+    moved = files_under(tmp_path / "archive") + files_under(tmp_path / "quarantine")
+    assert left, "the stop came after the last file: the test proves nothing"
+    assert GROUP_FILES <= len(moved) <= 2 * GROUP_FILES
+    assert len(left) + len(moved) == len(drops)
+    stored = {
+        row[0] for row in sqlite_rows(tmp_path / "pumptrail.db", "SELECT sha256 FROM raw_files")
+    }
+    assert {sha256_hex(p.read_bytes()) for p in moved} == stored
 
 
 @pytest.mark.slow
@@ -412,7 +451,7 @@ def test_kill_9_during_a_backfill_loses_and_doubles_nothing(tmp_path: Path) -> N
     killed with SIGKILL while workers prepare, while a group is moved, and at a
     random moment; restarted each time, and finally left to finish."""
     rng = random.Random(SEED)
-    drops = corpus(SEED, pumps=12, visits=10, singles=80)
+    drops = corpus(SEED, pumps=16, visits=10, singles=100)
     rng.shuffle(drops)  # older sessions of a pump arrive after newer ones
     drops = [replace(d, name=f"{i:03d}-{d.name}") for i, d in enumerate(drops)]
     assert 250 <= len(drops) <= 400
@@ -423,37 +462,47 @@ def test_kill_9_during_a_backfill_loses_and_doubles_nothing(tmp_path: Path) -> N
     def archived() -> int:
         return len(files_under(tmp_path / "archive"))
 
-    moments: list[tuple[str, Callable[[RunningService], bool]]] = [
-        ("workers preparing", lambda s: bool(s.events("backfill_started"))),
-        ("first group moving", lambda s: archived() >= 1),
-        ("later group moving", lambda s: archived() >= 2 * GROUP_FILES + rng.randint(1, 40)),
-        ("a random moment", lambda s: time.monotonic() - started >= delay),
+    # When each run is killed: `base` is what the runs before it archived, `left`
+    # what they left in the inbox.
+    extra = rng.randint(1, 40)
+    moments: list[tuple[str, Callable[[RunningService, int, int], bool]]] = [
+        ("workers preparing", lambda s, base, left: bool(s.events("backfill_started"))),
+        ("a group moving", lambda s, base, left: archived() > base),
+        ("a later group moving", lambda s, base, left: archived() >= base + GROUP_FILES + extra),
+        *(
+            ("a random moment", lambda s, base, left, f=f: archived() >= base + int(f * left))
+            for f in (rng.uniform(0.02, 0.5) for _ in range(3))
+        ),
     ]
-    delay = rng.uniform(0.5, 3.0)
-    moved_at_kills: list[int] = []
+    archived_at_kills: list[int] = []
     committed_not_moved = 0
     for kill, (label, ready) in enumerate(moments):
-        started = time.monotonic()
+        base, left = archived(), len(files_under(inbox))
         service = RunningService(tmp_path, tmp_path / f"service-{kill}.log", import_jobs=2)
         try:
-            assert wait_for(lambda: ready(service), timeout=120, interval=0.005), (
-                label + service.log_text()[-3000:]
-            )
+            assert wait_for(
+                lambda: ready(service, base, left) or not files_under(inbox),
+                timeout=120,
+                interval=0.005,
+            ), label + service.log_text()[-3000:]
             time.sleep(rng.uniform(0, 0.05))
             helpers = descendants(service.process.pid)
         finally:
             service.kill()
-        # The fork server and the workers go with the service.
+        # The fork server, the resource tracker and the workers go with the service.
         assert wait_for(lambda: not any(alive(p) for p in helpers), timeout=30), label
         check_after_kill(tmp_path, drops)
-        moved_at_kills.append(archived())
+        archived_at_kills.append(archived())
         committed_not_moved += committed_in_inbox(tmp_path)
-    print(f"archived at the kills: {moved_at_kills}; committed, not moved: {committed_not_moved}")
-    assert moved_at_kills[-1] > 2 * GROUP_FILES  # the kills came while work remained
-    assert files_under(inbox)
+        if label != "a random moment":  # (a random one may come after the last file)
+            assert files_under(inbox), f"{label}: the kill came after the last file"
+    print(
+        f"archived at the kills: {archived_at_kills}; committed, not moved: {committed_not_moved}"
+    )
 
     service = RunningService(tmp_path, tmp_path / "service-final.log", import_jobs=2)
     try:
+        service.wait_started()
         assert wait_for(lambda: not files_under(inbox), timeout=300), service.log_text()[-3000:]
     finally:
         status = service.terminate()
