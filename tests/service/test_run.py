@@ -12,8 +12,13 @@ import pytest
 
 from ingest.pipeline import GROUP_FILES
 from ingest.rawstore import sha256_hex
+from ingest.service import Service, ServiceConfig
 from parsers.errors import DecodeError
 from parsers.registry import decode_bytes
+from pumptrail import settings
+from pumptrail.commands.run import service_config
+from pumptrail.errors import CommandError
+from tests.ingest.exports import rules
 from tests.service.support import (
     REPO,
     RunningService,
@@ -197,3 +202,29 @@ def test_an_inbox_holding_the_database_is_refused(tmp_path: Path) -> None:
     assert "event=service_failed" in done.stderr
     assert "is inside the inbox" in done.stderr
     assert not (tmp_path / "pumptrail.db").exists()  # refused before anything was touched
+
+
+def test_import_jobs_reaches_the_service_and_is_bounded(tmp_path: Path) -> None:
+    def config(**environ: str) -> ServiceConfig:
+        resolved = settings.load(environ={"PUMPTRAIL_DATA_DIR": str(tmp_path), **environ})
+        return service_config(resolved)
+
+    assert config().import_jobs == 0  # one worker per core
+    assert config(PUMPTRAIL_IMPORT_JOBS="3").import_jobs == 3
+    assert Service(config(PUMPTRAIL_IMPORT_JOBS="3"), rules()).watcher.import_jobs == 3
+    with pytest.raises(settings.SettingsError, match="must not be negative"):
+        config(PUMPTRAIL_IMPORT_JOBS="-1")
+    with pytest.raises(CommandError, match="import_jobs: expected 0 to 64, found 65"):
+        config(PUMPTRAIL_IMPORT_JOBS="65")
+    done = subprocess.run(
+        pumptrail("run", "--import-jobs", "65"),
+        check=False,
+        cwd=REPO,
+        env=service_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "import_jobs: expected 0 to 64, found 65" in done.stderr
+    assert not (tmp_path / "pumptrail.db").exists()
