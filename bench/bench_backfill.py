@@ -11,7 +11,9 @@ same files: with `import_jobs=1` (every file imported on its own, one durable
 commit each, then moved) and with the default `import_jobs` (one worker process
 per core: the backlog goes through the parallel importer, a group of 64 files per
 durable transaction, each file moved once its group is on disk). The peak
-resident memory of the service and its workers together is sampled while it runs.
+resident memory of the service and its helper processes together (fork server,
+resource tracker, workers) is sampled while it runs: resident set sizes added up,
+so pages the processes share are counted once per process.
 
 Baseline, same run, same files: the bare `pumptrail import FOLDER` of a copy of
 the folder into another temporary database (its default `--jobs`, one worker per

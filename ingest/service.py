@@ -6,8 +6,9 @@ One process, one `BackgroundScheduler`, these jobs:
   is never run twice at once, and missed ticks collapse into one): the inbox
   watcher (`ingest.watch`) imports what is ready and archives or quarantines it
   (a backlog of more than one group of files with `import_jobs` worker
-  processes, `ingest.parallel`); then the status file `<data_dir>/service-status.json` is rewritten
-  (`ingest.status`, read by `pumptrail status`).
+  processes, `ingest.parallel`); then the status file
+  `<data_dir>/service-status.json` is rewritten (`ingest.status`, read by
+  `pumptrail status`).
 - **refills due** once at start, then daily: the refill-due report
   (`ingest.due`) logged as one summary line and one line per pump, overdue ones
   at WARNING level.
@@ -47,8 +48,8 @@ builds from the resolved settings (docs/operations.md, "Settings").
 
 SIGTERM or SIGINT asks the service to stop: the file being imported is
 finished (and moved; in a backfill, the groups already offered to the workers),
-no further file is started, the scheduler is shut down
-waiting for running jobs, and the process exits 0.
+no further file is started, the scheduler is shut down waiting for running
+jobs, and the process exits 0.
 """
 
 from __future__ import annotations
