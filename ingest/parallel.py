@@ -38,7 +38,9 @@ Workers are started only for an import of more than one group (starting them
 costs more than a group gains), from a fork server (the service has threads;
 forking them is unsafe). A worker that dies (killed, out of memory) stops the
 pool: the rest of the import is prepared in this process instead, and nothing is
-lost. Logs name files by SHA-256 prefix only.
+lost. A worker ignores SIGTERM and SIGINT (the writer finishes what it started and
+stops the pool) and ends by itself when the writer is gone, even killed outright.
+Logs name files by SHA-256 prefix only.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ import itertools
 import logging
 import multiprocessing
 import os
+import select as io_select
+import signal
+import threading
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +101,10 @@ CHUNK_FILES = 8
 # Groups prepared ahead of the one being written (memory: at most this many
 # groups of GROUP_BYTES in flight).
 GROUPS_AHEAD = 1
+# Groups an import may have taken from its input at once: the one being written,
+# the one prepared ahead of it, and the one after next, handed to the workers once
+# the group being written has its evidence (`ParallelImporter._refill`).
+MAX_OFFERED_GROUPS = GROUPS_AHEAD + 2
 
 # The group's new sessions in one statement, keys in file order.
 _INSERT_SESSIONS = sessions.insert().returning(sessions.c.id, sort_by_parameter_order=True)
@@ -186,9 +195,38 @@ def dialect_for(name: str, driver: str) -> Dialect:
     return dialect
 
 
-def _init_worker(name: str, driver: str) -> None:
+def _init_worker(name: str, driver: str, writer_pid: int) -> None:
     global _STATE  # noqa: PLW0603 - one state per worker process
     _STATE = _WorkerState(dialect_for(name, driver))
+    # systemd's stop signals every process of the service (KillMode=control-group)
+    # and Ctrl-C the whole process group: the writer decides what is finished and
+    # stops the pool itself, so a worker must not die under the import it serves.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with(writer_pid)
+
+
+def _exit_with(pid: int) -> None:
+    """End this worker as soon as the process that started it (the writer) is gone.
+
+    A writer killed outright (SIGKILL, the OOM killer) cannot stop its pool, and a
+    worker holds both ends of its task queue, so it would wait for work forever;
+    it also holds the fork server's liveness pipe, so the fork server and the
+    resource tracker would stay too. A pidfd (Linux 5.3 and later) becomes readable
+    when the writer exits, without polling and without mistaking a reused PID.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(0)  # gone already
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd: systemd's cgroup kill
+        return
+
+    def wait() -> None:
+        io_select.select([pidfd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=wait, name="writer-watch", daemon=True).start()
 
 
 def prepare(data: bytes, name: str, state: _WorkerState) -> Prepared:
@@ -299,8 +337,15 @@ class ParallelImporter:
     """Bulk import with `jobs` worker processes preparing files for one writer."""
 
     def __init__(
-        self, importer: Importer, jobs: int | None = None, *, group: int = GROUP_FILES
+        self,
+        importer: Importer,
+        jobs: int | None = None,
+        *,
+        group: int = GROUP_FILES,
+        give_up: Callable[[ImportResult], bool] | None = None,
     ) -> None:
+        """`give_up`: a result after which a group written file by file stops trying
+        the rest (GroupWriter)."""
         self.importer = importer
         self.jobs = default_jobs() if jobs is None else max(1, jobs)
         self.group = group
@@ -312,7 +357,7 @@ class ParallelImporter:
         # During an import: the groups not yet submitted, and those being prepared.
         self._groups: Iterator[list[Offered]] | None = None
         self._ahead: deque[_Pending] = deque()
-        self.writer = GroupWriter(importer, self._derive_tasks)
+        self.writer = GroupWriter(importer, self._derive_tasks, give_up=give_up)
         # Groups written by the planner, and groups it handed to the serial path.
         self.groups_planned = 0
         self.groups_serial = 0
@@ -325,8 +370,12 @@ class ParallelImporter:
         """Files and folders (walked as `pumptrail import` walks them); one result per file."""
         return self.import_many(read_offered(path, str(path)) for path in expand_paths(paths))
 
-    def import_many(self, items: Iterable[Offered]) -> Iterator[ImportResult]:
-        """Every offered file, in order, one result each, as `Importer.import_many` gives."""
+    def import_many(self, items: Iterable[Offered]) -> Generator[ImportResult, None, None]:
+        """Every offered file, in order, one result each, as `Importer.import_many` gives.
+
+        `items` is read lazily, up to two groups ahead of the one being written; closing the
+        generator early stops the workers.
+        """
         groups = groups_of(items, self.group)
         try:
             first = next(groups, None)
@@ -384,12 +433,13 @@ class ParallelImporter:
     def _executor(self) -> ProcessPoolExecutor | None:
         if self._pool is None and not self._pool_broken:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["ingest.parallel"])
+            # Signals, then the decoders (ingest.forkserver).
+            context.set_forkserver_preload(["ingest.forkserver"])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.jobs,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=self._dialect,
+                initargs=(*self._dialect, os.getpid()),
             )
         return self._pool
 
@@ -526,10 +576,19 @@ def run_here(
 class GroupWriter:
     """Writes one prepared group in one transaction, or hands it to the serial path."""
 
-    def __init__(self, importer: Importer, run_tasks: TaskRunner | None = None) -> None:
+    def __init__(
+        self,
+        importer: Importer,
+        run_tasks: TaskRunner | None = None,
+        *,
+        give_up: Callable[[ImportResult], bool] | None = None,
+    ) -> None:
         self.importer = importer
         self.write_count = 0
         self._run_tasks = run_tasks or (lambda tasks: run_here(tasks, importer.rules))
+        # The service's watcher gives up on a group at the first outage (the next
+        # poll tries again); `pumptrail import` tries every file.
+        self._give_up = give_up
         # Row key -> (stored document, file source) of sessions stored lately.
         self._files: dict[int, tuple[str, SessionSource]] = {}
 
@@ -555,12 +614,29 @@ class GroupWriter:
         self, items: Sequence[Offered], prepared: Sequence[Prepared | None]
     ) -> list[ImportResult]:
         results: list[ImportResult] = []
+        stopped: ImportResult | None = None
         for item, answer in zip(items, prepared, strict=True):
             if isinstance(item, ImportResult):
                 results.append(item)
                 continue
+            data, name = item
+            if stopped is not None:
+                digest = sha256_hex(data) if answer is None else answer.digest
+                results.append(
+                    replace(
+                        stopped,
+                        name=name,
+                        detail=f"{name}: not tried after the failure of the file before "
+                        f"it ({type(stopped.exception).__name__})",
+                        sha256=digest,
+                    )
+                )
+                continue
             decoded = None if answer is None else answer.as_decoded
-            results.append(self.importer.import_bytes(*item, group_commit=True, decoded=decoded))
+            result = self.importer.import_bytes(data, name, group_commit=True, decoded=decoded)
+            results.append(result)
+            if self._give_up is not None and self._give_up(result):
+                stopped = result
         return results
 
     # -- one transaction ----------------------------------------------------

@@ -4,9 +4,11 @@ One process, one `BackgroundScheduler`, these jobs:
 
 - **poll** every `poll_seconds` (`max_instances=1`, `coalesce`: a long backfill
   is never run twice at once, and missed ticks collapse into one): the inbox
-  watcher (`ingest.watch`) imports what is ready and archives or quarantines it;
-  then the status file `<data_dir>/service-status.json` is rewritten
-  (`ingest.status`, read by `pumptrail status`).
+  watcher (`ingest.watch`) imports what is ready and archives or quarantines it
+  (a backlog of more than one group of files with `import_jobs` worker
+  processes, `ingest.parallel`); then the status file
+  `<data_dir>/service-status.json` is rewritten (`ingest.status`, read by
+  `pumptrail status`).
 - **refills due** once at start, then daily: the refill-due report
   (`ingest.due`) logged as one summary line and one line per pump, overdue ones
   at WARNING level.
@@ -45,8 +47,9 @@ The service reads its settings from a frozen `ServiceConfig`, which `pumptrail r
 builds from the resolved settings (docs/operations.md, "Settings").
 
 SIGTERM or SIGINT asks the service to stop: the file being imported is
-finished (and moved), no further file is started, the scheduler is shut down
-waiting for running jobs, and the process exits 0.
+finished (and moved; in a backfill, the groups already offered to the workers),
+no further file is started, the scheduler is shut down waiting for running
+jobs, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -83,7 +86,8 @@ from evidence import Rules
 from ingest.billing import BillingJob, BillingSettingsError, MllpTarget
 from ingest.durable import make_private_dir
 from ingest.logging_setup import log_event
-from ingest.pipeline import Importer, ImportResult
+from ingest.parallel import default_jobs
+from ingest.pipeline import Importer, ImportResult, Offered
 from ingest.rawstore import AUTO, open_raw_store
 from ingest.status import status_path, write_status
 from ingest.watch import InboxWatcher, error_text, is_transient
@@ -145,6 +149,8 @@ class ServiceConfig:
     billing_mllp_tls: bool = False
     billing_mllp_ca: str = ""
     billing_ack_seconds: float = 30.0
+    # Worker processes importing a backlog (`ingest.watch`): 0 one per core, 1 none.
+    import_jobs: int = 0
 
     def billing_target(self) -> MllpTarget | None:
         """Where the billing job sends; None without `billing_mllp` (may raise
@@ -172,7 +178,21 @@ class CheckedImporter(Importer):
         group_commit: bool = False,
         decoded: Session | DecodeError | None = None,
     ) -> ImportResult:
-        result = super().import_bytes(data, name, group_commit=group_commit, decoded=decoded)
+        return self._checked(
+            super().import_bytes(data, name, group_commit=group_commit, decoded=decoded)
+        )
+
+    def _import_group(
+        self,
+        items: Sequence[Offered],
+        write: Callable[[Sequence[Offered]], list[ImportResult]] | None = None,
+    ) -> list[ImportResult]:
+        # A backfill's group (`ingest.parallel`): its files go through import_bytes
+        # above only when the group falls back to the serial path; a group the
+        # damaged database could not make durable is caught here.
+        return [self._checked(result) for result in super()._import_group(items, write)]
+
+    def _checked(self, result: ImportResult) -> ImportResult:
         failure = result.exception
         if result.outcome == "failed" and failure is not None and is_damage(failure):
             raise DatabaseDamaged(
@@ -232,6 +252,7 @@ class Service:
             retry_max_seconds=config.retry_max_seconds,
             outage_log_seconds=config.outage_log_seconds,
             stop_requested=self.stop_event.is_set,
+            import_jobs=config.import_jobs,
         )
 
     # -- the database ---------------------------------------------------------
@@ -607,6 +628,7 @@ class Service:
             settle_s=config.settle_seconds,
             serial_port=config.serial_port or None,
             billing_mllp=config.billing_mllp or None,
+            import_jobs=config.import_jobs or default_jobs(),
         )
         scheduler.start()
         try:

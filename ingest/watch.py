@@ -16,6 +16,20 @@ One `poll()` per scheduler tick (`ingest.service`):
    code, message, offset or line, record, time UTC, parser version). A file that
    is not an export at all is refused (`unknown_format`) and quarantined too.
 
+A backlog (more ready files than one import group, `GROUP_FILES`: a clinic
+switching the service on with months of exports waiting, or the service back
+after a long stop) goes through `ingest.parallel.ParallelImporter` when
+`import_jobs` allows workers (0: one per core; 1: never): worker processes
+decode the files and build their rows, this process writes each group of 64
+files in one transaction and makes it durable, and only then are the group's
+files archived or quarantined, one by one, after the same checks as a single
+file (`_take` before the import, `_finish` after). The result of every file is
+the one the file-by-file import gives (tests/service/test_backfill.py compares
+the two). A stop request ends the offering of files; the groups already
+offered (at most `ingest.parallel.MAX_OFFERED_GROUPS`, three) are finished and
+moved. An outage ends the batch: what is not moved stays in the inbox, and the
+next poll imports it again (the part already committed as duplicates).
+
 Exactly once, across crashes: the database commit is the point of truth. The
 bytes are recognised by SHA-256 (`raw_files`) before decoding and a session is
 stored once per session ID, so a process killed after the commit but before the
@@ -65,8 +79,8 @@ import logging
 import os
 import stat
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,7 +97,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ingest import quarantine
 from ingest.logging_setup import log_event
-from ingest.pipeline import Importer, ImportResult
+from ingest.parallel import ParallelImporter, default_jobs
+from ingest.pipeline import GROUP_FILES, Importer, ImportResult, Offered
 from ingest.quarantine import HASH_IN_NAME, SHORT_ROW_CODE, TRUNCATION_CODES
 from parsers.errors import DecodeError
 from parsers.params import MAX_FILE_BYTES
@@ -114,6 +129,12 @@ def is_transient(exc: BaseException) -> bool:
     ):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def is_outage(result: ImportResult) -> bool:
+    """An import that failed for a reason retrying later may cure (`is_transient`)."""
+    failure = result.exception if result.outcome == "failed" else None
+    return failure is not None and is_transient(failure)
 
 
 def error_text(exc: BaseException) -> str:
@@ -179,6 +200,23 @@ class Handled:
     disposition: Disposition
     destination: Path | None = None
     result: ImportResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A ready file that passed the checks before its import, with what was read."""
+
+    path: Path
+    name: str
+    # The signature the file was read with: any other one after the import means
+    # it changed meanwhile.
+    before: Signature
+    # Its bytes, or the refusal of a file too large to be read.
+    read: bytes | ImportResult
+
+
+def _position(item: tuple[int, Handled]) -> int:
+    return item[0]
 
 
 class DatabaseOutage:
@@ -265,6 +303,7 @@ class InboxWatcher:
         clock: Callable[[], float] | None = None,
         monotonic: Callable[[], float] | None = None,
         durable: bool = True,
+        import_jobs: int = 0,
     ) -> None:
         self.inbox = Path(inbox)
         self.archive = Path(archive)
@@ -277,6 +316,9 @@ class InboxWatcher:
         self._clock = clock or time.time
         self._monotonic = monotonic or time.monotonic
         self.durable = durable
+        # Worker processes of a backlog's import (0: one per core; 1: none, every
+        # file on its own as in a small poll).
+        self.import_jobs = import_jobs
         self.retry_initial = max(retry_initial_seconds, 0.05)
         self.retry_max = max(retry_max_seconds, self.retry_initial)
         self.trouble_log_seconds = outage_log_seconds
@@ -363,13 +405,21 @@ class InboxWatcher:
     # -- one poll -------------------------------------------------------------
 
     def poll(self) -> list[Handled]:
-        """Scan, then import and move every ready file (stops early on request or outage)."""
+        """Scan, then import and move every ready file (stops early on request or outage).
+
+        A backlog of more than one group of ready files (`GROUP_FILES`) goes through
+        the parallel importer when `import_jobs` allows workers (`_backfill`);
+        otherwise each file is imported on its own, durably, then moved.
+        """
         self.last_poll = self._clock()
         self.requeue_changed()
         ready = self.scan()
-        handled: list[Handled] = []
         if not ready or not self.outage.may_try():
-            return handled
+            return []
+        jobs = self.import_jobs or default_jobs()
+        if jobs > 1 and len(ready) > GROUP_FILES:
+            return self._backfill(ready, jobs)
+        handled: list[Handled] = []
         for index, path in enumerate(ready):
             if self._stop_requested():
                 break
@@ -381,8 +431,106 @@ class InboxWatcher:
         return handled
 
     def handle(self, path: Path, *, waiting: int = 1) -> Handled:
-        """Import one ready file, then archive or quarantine it."""
-        name = path.relative_to(self.inbox).as_posix()
+        """Import one ready file on its own (a durable commit), then archive or quarantine it."""
+        offer = self._take(path)
+        if isinstance(offer, Handled):
+            return offer
+        importer = self._importer(waiting)
+        if importer is None:
+            return Handled(offer.name, "waiting")
+        read = offer.read
+        result = read if isinstance(read, ImportResult) else importer.import_bytes(read, offer.name)
+        return self._finish(offer, result, waiting=waiting)
+
+    def _backfill(self, ready: list[Path], jobs: int) -> list[Handled]:
+        """Import a backlog through `ParallelImporter`; move each file once its group is durable.
+
+        Every file passes the same checks as in `handle` (`_take` before, `_finish`
+        after), in the same order. Files are read and offered lazily, so a stop
+        request ends the offering and what was offered is finished; the importer
+        yields a file's result only after its group's commit is on disk, so no file
+        is moved before the database holds it durably. A transient failure (an
+        outage) ends the batch: the files not yet handled stay in the inbox for the
+        next poll, which imports again whatever was committed (as duplicates).
+        """
+        importer = self._importer(len(ready))
+        if importer is None:
+            self.counts["waiting"] += 1
+            return [Handled(self._name(ready[0]), "waiting")]
+        # What `_take` settled by itself (gone, changed, a link, unreadable), and the
+        # files offered to the importer, in ready order, with their positions.
+        taken: list[tuple[int, Handled]] = []
+        offered: deque[tuple[int, _Offer]] = deque()
+
+        def offers() -> Iterator[Offered]:
+            for index, path in enumerate(ready):
+                if self._stop_requested():
+                    return
+                offer = self._take(path)
+                if isinstance(offer, Handled):
+                    taken.append((index, offer))
+                    self.counts[offer.disposition] += 1
+                    continue
+                offered.append((index, offer))
+                read = offer.read
+                yield read if isinstance(read, ImportResult) else (read, offer.name)
+
+        log_event(log, "backfill_started", files=len(ready), jobs=jobs)
+        started = self._monotonic()
+        finished: list[tuple[int, Handled]] = []
+        # A group written file by file stops at the first outage, as a poll does.
+        results = ParallelImporter(importer, jobs, give_up=is_outage).import_many(offers())
+        try:
+            for result in results:
+                index, offer = offered.popleft()
+                if result.name != offer.name:  # pragma: no cover - one result per file, in order
+                    raise RuntimeError("backfill: results out of order")
+                outcome = self._finish(
+                    offer, result, waiting=len(ready) - len(taken) - len(finished)
+                )
+                finished.append((index, outcome))
+                self.counts[outcome.disposition] += 1
+                if outcome.disposition == "waiting":
+                    break
+        finally:
+            # Stops the workers now, also when the batch ends early or raises.
+            results.close()
+        handled = [outcome for _index, outcome in sorted([*taken, *finished], key=_position)]
+        counts = Counter(outcome.disposition for outcome in handled)
+        log_event(
+            log,
+            "backfill_finished",
+            files=len(handled),
+            seconds=round(self._monotonic() - started, 1),
+            **dict(sorted(counts.items())),
+        )
+        return handled
+
+    def _importer(self, waiting: int) -> Importer | None:
+        """The importer, or None while the database cannot be reached (outage recorded)."""
+        try:
+            importer = self._connect()
+            if self.outage.active:
+                # Retry with a ping first: the pipeline logs every import that fails.
+                _ping(importer)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.outage.failed(exc, waiting=waiting)
+            return None
+        return importer
+
+    def _name(self, path: Path) -> str:
+        return path.relative_to(self.inbox).as_posix()
+
+    def _take(self, path: Path) -> _Offer | Handled:
+        """The part of a file's handling before its import: checked, then read.
+
+        A file gone, changed since it was found ready, a link (quarantined here) or
+        unreadable is settled without the database; otherwise its bytes (or the
+        refusal of a file too large to read) are what goes to the importer.
+        """
+        name = self._name(path)
         seen = self._seen.get(path)
         before = _signature(path)
         if before is None:
@@ -396,20 +544,13 @@ class InboxWatcher:
         read = self._read(path, before, name)
         if isinstance(read, Handled):
             return read
-        try:
-            importer = self._connect()
-            if self.outage.active:
-                # Retry with a ping first: the pipeline logs every import that fails.
-                _ping(importer)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self.outage.failed(exc, waiting=waiting)
-            return Handled(name, "waiting")
-        result = read if isinstance(read, ImportResult) else importer.import_bytes(read, name)
-        failure = result.exception if result.outcome == "failed" else None
-        if failure is not None and is_transient(failure):
-            self.outage.failed(failure, waiting=waiting)
+        return _Offer(path, name, before, read)
+
+    def _finish(self, offer: _Offer, result: ImportResult, *, waiting: int) -> Handled:
+        """The part of a file's handling after its import: archive, quarantine or leave it."""
+        path, name, before, read = offer.path, offer.name, offer.before, offer.read
+        if result.exception is not None and is_outage(result):
+            self.outage.failed(result.exception, waiting=waiting)
             return Handled(name, "waiting", result=result)
         self.outage.succeeded()
 

@@ -127,6 +127,13 @@ SETTINGS: tuple[Setting, ...] = (
         "a file that cannot be read, archived or quarantined is retried; after this long "
         "it is listed as needing attention (imports page, `pumptrail status`)",
     ),
+    Setting(
+        "import_jobs",
+        int,
+        0,
+        "worker processes that decode a backlog of more than 64 ready inbox files "
+        "(0: one per core; 1: none, every file imported on its own)",
+    ),
     Setting("serial_port", str, "", "serial device of the programmer dock (empty: no receiver)"),
     Setting("serial_baud", int, 115200, "serial line speed (8N1, no flow control)"),
     Setting("due_within_days", int, 14, "refill-due report: pumps due within this many days"),
@@ -245,6 +252,7 @@ class Settings:
     settle_seconds: float
     truncated_grace_seconds: float
     unreadable_grace_seconds: float
+    import_jobs: int
     serial_port: str
     serial_baud: int
     due_within_days: int

@@ -24,6 +24,7 @@ from pumptrail.commands.db import (
     load_clinic_rules,
     resolve,
 )
+from pumptrail.commands.import_ import MAX_JOBS
 from pumptrail.errors import CommandError
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ SETTINGS = (
     "settle_seconds",
     "truncated_grace_seconds",
     "unreadable_grace_seconds",
+    "import_jobs",
     "serial_port",
     "serial_baud",
     "due_within_days",
@@ -63,6 +65,10 @@ def service_config(resolved: settings.Settings) -> ServiceConfig:
     """What the service needs of the settings, typed and frozen."""
     from ingest.service import ServiceConfig
 
+    if resolved.import_jobs > MAX_JOBS:
+        raise CommandError(
+            f"setting import_jobs: expected 0 to {MAX_JOBS}, found {resolved.import_jobs}"
+        )
     return ServiceConfig(
         db_url=resolved.db,
         inbox=resolved.inbox,
@@ -85,6 +91,7 @@ def service_config(resolved: settings.Settings) -> ServiceConfig:
         billing_mllp_tls=resolved.billing_mllp_tls,
         billing_mllp_ca=resolved.billing_mllp_ca,
         billing_ack_seconds=resolved.billing_ack_seconds,
+        import_jobs=resolved.import_jobs,
     )
 
 

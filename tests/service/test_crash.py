@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from ingest.rawstore import sha256_hex
 from tests.service.support import (
     Drop,
     RunningService,
+    check_after_kill,
+    committed_in_inbox,
     corpus,
     drop,
-    error_report,
     evidence_by_session,
     files_under,
     fresh_evidence,
@@ -49,49 +49,6 @@ def drop_slowly(inbox: Path, item: Drop) -> None:
         handle.flush()
         time.sleep(0.03)
         handle.write(item.data[half:])
-
-
-def tables(db: Path) -> set[str]:
-    if not db.exists():
-        return set()
-    return {row[0] for row in sqlite_rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def committed_in_inbox(data_dir: Path) -> int:
-    """Files a kill caught after their commit and before (or halfway through) their move."""
-    db = data_dir / "pumptrail.db"
-    if "raw_files" not in tables(db):
-        return 0
-    stored = set(sqlite_rows(db, "SELECT sha256, name FROM raw_files"))
-    return sum(
-        1 for p in files_under(data_dir / "inbox") if (sha256_hex(p.read_bytes()), p.name) in stored
-    )
-
-
-def check_after_kill(data_dir: Path, dropped: list[Drop]) -> None:
-    """Each dropped file sits in exactly one place, and what was moved is committed.
-
-    A move is a hard link then an unlink: a kill between the two leaves one file
-    under two names (one inode), which the next run finishes; files are counted
-    by inode.
-    """
-    inbox = files_under(data_dir / "inbox")
-    archived = files_under(data_dir / "archive")
-    quarantined = files_under(data_dir / "quarantine")
-    inodes = {(s.st_dev, s.st_ino) for s in (p.stat() for p in inbox + archived + quarantined)}
-    assert len(inodes) == len(dropped)
-    db = data_dir / "pumptrail.db"
-    if "raw_files" not in tables(db):
-        assert not archived and not quarantined
-        return
-    status = dict(sqlite_rows(db, "SELECT sha256, status FROM raw_files"))
-    for path in archived:
-        assert status.get(sha256_hex(path.read_bytes())) == "imported", path
-    for path in quarantined:
-        assert status.get(sha256_hex(path.read_bytes())) == "refused", error_report(path)
-    (sessions,) = sqlite_rows(db, "SELECT count(*), count(DISTINCT session_id) FROM sessions")
-    assert sessions[0] == sessions[1]
-    assert sqlite_rows(db, "SELECT count(*) FROM evidence") == [(sessions[0],)]
 
 
 @pytest.mark.slow

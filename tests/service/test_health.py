@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import ingest.service
 from db.codec import StoredDocumentError
+from ingest.pipeline import GROUP_FILES
 from ingest.service import EXIT_DAMAGED, Service, ServiceConfig
 from tests.db.damage import overwrite_index_page
 from tests.ingest.exports import binary, history, importer, rules
@@ -103,6 +105,34 @@ def test_damage_found_by_an_import_leaves_the_file_and_stops(
     assert service.health.check == "in_use"
     service.poll_job()  # stopped: nothing more is tried
     assert waiting.exists()
+
+
+def test_damage_found_by_a_backfill_leaves_every_file_and_stops(
+    config: ServiceConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = Service(replace(config, import_jobs=2), rules())
+    service.prepare()
+    assert service._engine is not None
+    service._engine.dispose()
+    overwrite_index_page(database_file(config))
+    backlog: list[Path] = []
+    for seed in range(40, 47):
+        for index, scenario in enumerate(history(seed, visits=10)):
+            backlog.append(config.inbox / f"p{seed}-v{index:02d}.psl")
+            backlog[-1].write_bytes(binary(scenario))
+    assert len(backlog) > GROUP_FILES
+    caplog.set_level(logging.INFO, logger="ingest")
+    service.poll_job()  # sees the files
+    service.poll_job()  # a backfill: the group's lookup by SHA-256 reads the damaged page
+    assert any("backfill_started" in r.getMessage() for r in caplog.records)
+    assert service.exit_status == EXIT_DAMAGED
+    assert all(path.exists() for path in backlog)
+    assert quarantined(config) == []
+    assert not config.archive.exists() or not any(config.archive.rglob("*.psl"))
+    (line,) = damaged_lines(caplog)
+    assert "database disk image is malformed" in line
+    if service._engine is not None:
+        service._engine.dispose()
 
 
 def test_the_daily_integrity_check_stops_a_damaged_service(

@@ -8,9 +8,17 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from ingest.pipeline import GROUP_FILES
 from ingest.rawstore import sha256_hex
+from ingest.service import Service, ServiceConfig
 from parsers.errors import DecodeError
 from parsers.registry import decode_bytes
+from pumptrail import settings
+from pumptrail.commands.run import service_config
+from pumptrail.errors import CommandError
+from tests.ingest.exports import rules
 from tests.service.support import (
     REPO,
     RunningService,
@@ -83,12 +91,18 @@ def test_dropped_exports_are_imported_and_archived_and_the_rest_quarantined(
     assert service.events("service_stopped")
 
 
-def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(tmp_path: Path) -> None:
-    drops = corpus(2, pumps=6, visits=6, singles=20)
+@pytest.mark.parametrize("import_jobs", [1, 2])
+def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(
+    tmp_path: Path, import_jobs: int
+) -> None:
+    """File by file (`import_jobs=1`) and as a backfill with workers: a backlog of more
+    than three groups, so a stop after the first group still leaves files behind."""
+    drops = corpus(2, pumps=10, visits=8, singles=60)
+    assert len(drops) > 3 * GROUP_FILES
     inbox = tmp_path / "inbox"
     for item in drops:  # all present before the start: one long poll
         drop(inbox, item)
-    service = RunningService(tmp_path, tmp_path / "service.log")
+    service = RunningService(tmp_path, tmp_path / "service.log", import_jobs=import_jobs)
     try:
         assert wait_for(lambda: bool(files_under(tmp_path / "archive")), timeout=60, interval=0.01)
     finally:
@@ -98,6 +112,13 @@ def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(tmp_path:
     moved = files_under(tmp_path / "archive") + files_under(tmp_path / "quarantine")
     assert left, "SIGTERM came after the last file: the test proves nothing"
     assert len(left) + len(moved) == len(drops)
+    if import_jobs > 1:
+        # The first group was moved when the stop came; at most the group prepared
+        # beside it was offered too, and finished.
+        assert service.events("backfill_started")
+        assert GROUP_FILES <= len(moved) <= 2 * GROUP_FILES
+    else:
+        assert not service.events("backfill_started")
     # Finished means imported *and* moved: every stored file left the inbox, and
     # nothing left the inbox without being stored.
     stored = {
@@ -181,3 +202,29 @@ def test_an_inbox_holding_the_database_is_refused(tmp_path: Path) -> None:
     assert "event=service_failed" in done.stderr
     assert "is inside the inbox" in done.stderr
     assert not (tmp_path / "pumptrail.db").exists()  # refused before anything was touched
+
+
+def test_import_jobs_reaches_the_service_and_is_bounded(tmp_path: Path) -> None:
+    def config(**environ: str) -> ServiceConfig:
+        resolved = settings.load(environ={"PUMPTRAIL_DATA_DIR": str(tmp_path), **environ})
+        return service_config(resolved)
+
+    assert config().import_jobs == 0  # one worker per core
+    assert config(PUMPTRAIL_IMPORT_JOBS="3").import_jobs == 3
+    assert Service(config(PUMPTRAIL_IMPORT_JOBS="3"), rules()).watcher.import_jobs == 3
+    with pytest.raises(settings.SettingsError, match="must not be negative"):
+        config(PUMPTRAIL_IMPORT_JOBS="-1")
+    with pytest.raises(CommandError, match="import_jobs: expected 0 to 64, found 65"):
+        config(PUMPTRAIL_IMPORT_JOBS="65")
+    done = subprocess.run(
+        pumptrail("run", "--import-jobs", "65"),
+        check=False,
+        cwd=REPO,
+        env=service_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "import_jobs: expected 0 to 64, found 65" in done.stderr
+    assert not (tmp_path / "pumptrail.db").exists()
