@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.parallel import MAX_OFFERED_GROUPS
 from ingest.pipeline import GROUP_FILES
 from ingest.rawstore import sha256_hex
 from ingest.service import Service, ServiceConfig
@@ -96,9 +97,10 @@ def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(
     tmp_path: Path, import_jobs: int
 ) -> None:
     """File by file (`import_jobs=1`) and as a backfill with workers: a backlog of more
-    than three groups, so a stop after the first group still leaves files behind."""
-    drops = corpus(2, pumps=10, visits=8, singles=60)
-    assert len(drops) > 3 * GROUP_FILES
+    groups than a backfill offers at once, so a stop after the first group still leaves
+    files behind."""
+    drops = corpus(2, pumps=10, visits=8, singles=140)
+    assert len(drops) > (MAX_OFFERED_GROUPS + 1) * GROUP_FILES
     inbox = tmp_path / "inbox"
     for item in drops:  # all present before the start: one long poll
         drop(inbox, item)
@@ -113,10 +115,10 @@ def test_sigterm_while_importing_finishes_the_file_in_hand_and_exits_0(
     assert left, "SIGTERM came after the last file: the test proves nothing"
     assert len(left) + len(moved) == len(drops)
     if import_jobs > 1:
-        # The first group was moved when the stop came; at most the group prepared
-        # beside it was offered too, and finished.
+        # The first group was moved when the stop came; at most the groups prepared
+        # beside it were offered too, and finished.
         assert service.events("backfill_started")
-        assert GROUP_FILES <= len(moved) <= 2 * GROUP_FILES
+        assert GROUP_FILES <= len(moved) <= MAX_OFFERED_GROUPS * GROUP_FILES
     else:
         assert not service.events("backfill_started")
     # Finished means imported *and* moved: every stored file left the inbox, and
