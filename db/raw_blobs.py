@@ -65,14 +65,16 @@ def insert_blob(connection: Connection, sha256: str, data: bytes, stored_at: dat
     if blob_exists(connection, sha256):
         return False
     values = {"sha256": sha256, "size": len(data), "data": data, "stored_at": stored_at}
-    statement: postgresql.Insert | sqlite.Insert
+    return connection.execute(_insert_new(connection), values).rowcount == 1
+
+
+def _insert_new(connection: Connection) -> postgresql.Insert | sqlite.Insert:
+    """INSERT of blobs, a digest stored meanwhile by another transaction left as it is."""
     if connection.dialect.name == "postgresql":
-        statement = postgresql.insert(raw_blobs).on_conflict_do_nothing(
+        return postgresql.insert(raw_blobs).on_conflict_do_nothing(
             index_elements=[raw_blobs.c.sha256]
         )
-    else:
-        statement = sqlite.insert(raw_blobs).on_conflict_do_nothing()
-    return connection.execute(statement, values).rowcount == 1
+    return sqlite.insert(raw_blobs).on_conflict_do_nothing()
 
 
 def insert_blobs(connection: Connection, blobs: Mapping[str, bytes], stored_at: datetime) -> int:
@@ -101,14 +103,7 @@ def insert_blobs(connection: Connection, blobs: Mapping[str, bytes], stored_at: 
     ]
     if not rows:
         return 0
-    statement: postgresql.Insert | sqlite.Insert
-    if connection.dialect.name == "postgresql":
-        statement = postgresql.insert(raw_blobs).on_conflict_do_nothing(
-            index_elements=[raw_blobs.c.sha256]
-        )
-    else:
-        statement = sqlite.insert(raw_blobs).on_conflict_do_nothing()
-    connection.execute(statement, rows)
+    connection.execute(_insert_new(connection), rows)
     return len(rows)
 
 

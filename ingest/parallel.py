@@ -75,6 +75,8 @@ from evidence import Rules
 from ingest.exports import choose_export
 from ingest.pipeline import (
     GROUP_FILES,
+    SEEN_COLUMNS,
+    SEEN_FROM,
     Importer,
     ImportResult,
     Offered,
@@ -780,16 +782,8 @@ class GroupWriter:
         if not digests:
             return known
         rows = connection.execute(
-            select(
-                raw_files.c.sha256,
-                raw_files.c.name,
-                raw_files.c.status,
-                raw_files.c.error,
-                raw_files.c.source_format,
-                sessions.c.session_id,
-                raw_files.c.parser_version,
-            )
-            .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
+            select(raw_files.c.sha256, *SEEN_COLUMNS)
+            .select_from(SEEN_FROM)
             .where(raw_files.c.sha256.in_(digests))
         )
         for digest, name, status, error_text, source_format, session_id, version in rows:

@@ -73,17 +73,19 @@ GROUP_FILES = 64
 GROUP_BYTES = 32 * 1024 * 1024
 
 # Statements run once or more per file, built once (db.queries explains why).
+# What is known of bytes offered before (`Importer._seen`; a group's at once in
+# ingest.parallel): first name, status, error, format, session ID, parser version.
+SEEN_COLUMNS = (
+    raw_files.c.name,
+    raw_files.c.status,
+    raw_files.c.error,
+    raw_files.c.source_format,
+    sessions.c.session_id,
+    raw_files.c.parser_version,
+)
+SEEN_FROM = raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk)
 _SEEN = (
-    select(
-        raw_files.c.name,
-        raw_files.c.status,
-        raw_files.c.error,
-        raw_files.c.source_format,
-        sessions.c.session_id,
-        raw_files.c.parser_version,
-    )
-    .select_from(raw_files.outerjoin(sessions, sessions.c.id == raw_files.c.session_pk))
-    .where(raw_files.c.sha256 == bindparam("sha256"))
+    select(*SEEN_COLUMNS).select_from(SEEN_FROM).where(raw_files.c.sha256 == bindparam("sha256"))
 )
 _EXISTING = select(
     sessions.c.id,
