@@ -14,8 +14,9 @@ and names, for every table the plan reads, the kind of read:
   builds by reading the table; PostgreSQL `Seq Scan`).
 
 The benchmark (`bench/bench_web.py`) prints these for every list filter on a large
-database; `tests/web/test_list_plans.py` asserts them on a small one. Nothing here
-changes the database: EXPLAIN without ANALYZE runs no statement.
+database; `tests/web/test_list_plans.py` asserts them on a small one
+(`unbounded_scan`: a scan no LIMIT ends soon). Nothing here changes the database:
+EXPLAIN without ANALYZE runs no statement.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from typing import Any, Final, Literal
 from sqlalchemy.engine import Connection
 
 ReadKind = Literal["search", "walk", "scan"]
+
+# A LIMIT ends a row-by-row read soon when the planner expects at least this share
+# of the rows to pass its filter (about a hundred rows read per row wanted).
+SOON: Final = 0.01
 
 _SQLITE_READ: Final = re.compile(
     r"^(?P<verb>SCAN|SEARCH) (?P<table>\S+)(?: AS \S+)?(?P<rest>.*)$", re.DOTALL
@@ -48,6 +53,9 @@ class TableRead:
     filtered: bool = False
     # PostgreSQL: a LIMIT node above the read (it may stop early).
     limited: bool = False
+    # PostgreSQL: the rows the planner expects the read to return (all of them,
+    # LIMIT aside): with the table's size, how soon a LIMIT may stop it.
+    estimated_rows: float | None = None
 
     def describe(self) -> str:
         text = f"{self.kind} {self.table}"
@@ -73,6 +81,32 @@ def table_reads(
         document = json.loads(raw) if isinstance(raw, str) else raw
         return postgresql_reads(document[0]["Plan"])
     raise ValueError(f"no plan reader for {dialect}")
+
+
+def unbounded_scan(read: TableRead, table_rows: float | None) -> bool:
+    """Whether `read` goes through its table row by row with nothing to end it soon.
+
+    A scan is bounded only under a LIMIT, and then only when unfiltered or when
+    the planner expects at least `SOON` of the `table_rows` to pass the filter
+    (PostgreSQL's estimate; SQLite gives none, so its filtered scans count).
+    """
+    if read.kind != "scan":
+        return False
+    if not read.limited:
+        return True
+    if not read.filtered:
+        return False
+    return read.estimated_rows is None or not table_rows or read.estimated_rows < SOON * table_rows
+
+
+def table_rows(connection: Connection, table: str) -> float | None:
+    """PostgreSQL's estimate of a table's rows (`pg_class.reltuples`); None on SQLite."""
+    if connection.dialect.name != "postgresql":
+        return None
+    value = connection.exec_driver_sql(
+        "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)", {"table": table}
+    ).scalar()
+    return None if value is None else float(value)
 
 
 def _args(parameters: Sequence[Any] | Mapping[str, Any] | None) -> Any:
@@ -111,16 +145,24 @@ def postgresql_reads(plan: Mapping[str, Any], *, limited: bool = False) -> list[
     node = str(plan.get("Node Type", ""))
     table = plan.get("Relation Name")
     filtered = "Filter" in plan
+    rows = plan.get("Plan Rows")
+    estimate = None if rows is None else float(rows)
     if table is not None:
         if node == "Seq Scan":
-            reads.append(TableRead(str(table), "scan", None, filtered, limited))
+            reads.append(TableRead(str(table), "scan", None, filtered, limited, estimate))
         elif node in ("Index Scan", "Index Only Scan"):
             kind: ReadKind = "search" if "Index Cond" in plan else "walk"
-            reads.append(TableRead(str(table), kind, plan.get("Index Name"), filtered, limited))
+            index = plan.get("Index Name")
+            reads.append(TableRead(str(table), kind, index, filtered, limited, estimate))
         elif node == "Bitmap Heap Scan":
             names = ",".join(sorted(_bitmap_indexes(plan))) or None
-            reads.append(TableRead(str(table), "search", names, filtered, limited))
-    below_limit = limited or node == "Limit"
+            reads.append(TableRead(str(table), "search", names, filtered, limited, estimate))
+    # A node that reads all its input before returning a row (a sort, a hash, an
+    # aggregate other than a sorted one) stops a LIMIT above it from ending the reads below.
+    blocking = node in ("Sort", "Hash") or (
+        node in ("Aggregate", "SetOp") and plan.get("Strategy") != "Sorted"
+    )
+    below_limit = (limited or node == "Limit") and not blocking
     for child in plan.get("Plans", ()):
         if node == "Bitmap Heap Scan" and child.get("Node Type") in (
             "Bitmap Index Scan",
