@@ -125,9 +125,10 @@ class SessionRow(Base):
         Index("ix_sessions_start", "session_start_utc"),
         Index("ix_sessions_patient", "patient_id", "session_start_utc"),
         # The list's patient filter (migration 0010): an ID in any case, and the
-        # sessions of the names `patient_names` finds for a part of a name.
+        # sessions of the names `patient_names` finds for a part of a name (the
+        # ID and primary key too: the list reads them from the index alone).
         Index("ix_sessions_patient_lower", func.lower(patient_id)),
-        Index("ix_sessions_patient_name", "patient_name"),
+        Index("ix_sessions_patient_name", "patient_name", "patient_id", "id"),
     )
 
 
@@ -137,7 +138,8 @@ class PatientNameRow(Base):
     The list finds a patient by a part of the name (`lower(name) LIKE '%part%'`,
     which no B-tree index serves) by reading this table, one row per name, then
     the sessions of the names found through `ix_sessions_patient_name`, instead of
-    reading every session. Triggers on `sessions` add a name when a session is
+    reading every session. `name_key` is the name in lower case, written by the
+    triggers with the database's own `lower()`, so the read compares it as it is. Triggers on `sessions` add a name when a session is
     written with it (insert, or an update of `patient_name`); nothing removes one,
     so the table holds every name in use and perhaps some no longer used, which
     match no session.
@@ -146,6 +148,8 @@ class PatientNameRow(Base):
     __tablename__ = "patient_names"
 
     name: Mapped[str] = mapped_column(String(TEXT_LEN), primary_key=True)
+    # Text: lower case may take more characters than the name (a dotted capital I).
+    name_key: Mapped[str] = mapped_column(Text)
 
 
 class SettingValueRow(Base):

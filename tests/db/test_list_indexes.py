@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Engine, insert, select, text, update
+from sqlalchemy import Column, Engine, func, insert, select, text, update
 from sqlalchemy.schema import CreateIndex
 
 from db.engine import make_engine
@@ -54,8 +54,17 @@ def _session(pk: int, name: str | None, pump: int = 1) -> dict[str, Any]:
 
 
 def _names(engine: Engine) -> list[str]:
+    """The kept names; each one's key is its lower case, by the database's `lower()`."""
     with engine.connect() as connection:
-        return list(connection.execute(select(patient_names.c.name).order_by("name")).scalars())
+        rows = connection.execute(
+            select(
+                patient_names.c.name,
+                patient_names.c.name_key,
+                func.lower(patient_names.c.name),
+            ).order_by(patient_names.c.name)
+        ).all()
+    assert all(key == lowered for _, key, lowered in rows)
+    return [name for name, _, _ in rows]
 
 
 def test_triggers_keep_every_patient_name(db_url: str) -> None:

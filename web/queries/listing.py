@@ -12,21 +12,32 @@ The list stays fast at 1,000,000 sessions:
   show none;
 - each filter has an index: date range on `ix_sessions_start` (the range is
   widened by the largest UTC offset, then checked exactly on the programmer's
-  local date), pump serial on `ix_sessions_chain` (in any case: the pumps table
-  is read for the serial), patient ID on `ix_sessions_patient` (a patient is
-  also found by ID in any case or by part of the name, row by row), the default profile's code on `ix_evidence_procedure`,
+  local date), pump serial on the pumps' serial index or `ix_pumps_serial_upper`
+  (in any case) and then `ix_sessions_chain`, patient on `ix_sessions_patient`
+  (the exact ID), `ix_sessions_patient_lower` (the ID in any case) and
+  `patient_names` + `ix_sessions_patient_name` (a part of the name, in any case;
+  migration 0010), the default profile's code on `ix_evidence_procedure`,
   another profile's code on `ix_evidence_codes_profile` (`evidence_codes`,
-  migration 0003), a flag on `ix_evidence_flags_flag`;
-- the plan is chosen here, not left to chance: with a pump or patient filter the
-  few matching sessions are read through that index; otherwise, when a code or
-  flag filter matches fewer than `DRIVER_CAP` sessions (a bounded count), the
-  matches are read through that filter's index and sorted; otherwise the start
-  index is walked newest first and each session probed by primary key, which
-  fills a page after about page size / selectivity probes, and never more than
-  `SCAN_WINDOW` of them: a page that searched that far ends there, says so, and
-  its Next link goes on from where it stopped. The walk is pinned to the start
+  migration 0003), a flag on `ix_evidence_flags_flag`. The one exception is the
+  read-time flag `no_payer_on_file`, a negation ("no coverage holds this date"):
+  it is tested session by session, within the scan window, and has no count;
+- the plan is chosen here, not left to chance: with a pump filter its few
+  sessions are read through the chain index; a patient matching at most
+  `DRIVER_CAP` sessions (a bounded count) is read through the patient indexes;
+  otherwise, when a code or flag filter matches fewer than `DRIVER_CAP` sessions,
+  the matches are read through that filter's index and sorted; otherwise the
+  start index is walked newest first and each session probed by primary key,
+  which fills a page after about page size / selectivity probes, and never more
+  than `SCAN_WINDOW` of them: a page that searched that far ends there, says so,
+  and its Next link goes on from where it stopped. A common part of a patient
+  name walks the start index too, in growing stretches until the page is full
+  (`_chunked_rows`: the same rows as one walk, but no statement a planner could
+  turn into a read of every session). The walk is pinned to the start
   index by writing the pump join key `pump_id + 0` (no index serves it), so
   SQLite cannot choose to walk every pump and sort.
+
+The test `tests/web/test_list_plans.py` explains every filter's statements on
+both databases; `bench/bench_web.py` prints each plan at 1,000,000 sessions.
 
 `evidence_codes` rows are written with the evidence (`db.queries.replace_evidence`)
 and repaired by `db.code_index`; this module only reads them. The codes a page
@@ -248,6 +259,8 @@ class _Plan:
     windowed: bool
     # Walk the start index stretch by stretch until the page is full (`_chunked_rows`).
     chunked: bool = False
+    # The total, already counted while choosing the plan (at most `DRIVER_CAP`).
+    known_count: int | None = None
 
 
 def _count_of(conditions: Sequence[ColumnElement[bool]]) -> Countable:
@@ -309,37 +322,50 @@ class _PatientFilter:
     matching: CompoundSelect[Any]
     # The same test for one session, row by row (a walk of the start index).
     probe: ColumnElement[bool]
+    # More names contain the text than `DRIVER_CAP`: more sessions match than that.
+    common: bool
 
 
-def _patient_filter(query: str) -> _PatientFilter:
-    """A patient by ID (exact, then in any case) or by a part of the name, in any case.
+def _patient_probe(query: str) -> ColumnElement[bool]:
+    """A patient by ID (exact, then in any case) or by a part of the name, in any
+    case, for one session: compared row by row (lower case on both sides)."""
+    text = query.strip()
+    folded = text.lower()
+    return or_(
+        sessions.c.patient_id == text,
+        func.lower(sessions.c.patient_id) == folded,
+        func.lower(sessions.c.patient_name).like(f"%{_like_escaped(folded)}%", escape="\\"),
+    )
 
-    Row by row that is `patient_id = text OR lower(patient_id) = folded OR
-    lower(patient_name) LIKE '%folded%'`. Through indexes it is three disjoint reads:
-    the exact ID (`ix_sessions_patient`), the ID in another case
-    (`ix_sessions_patient_lower`), and the names containing the part, found in the
-    table of distinct names (`patient_names`, one row per name, read whole) and
-    their sessions through `ix_sessions_patient_name`.
+
+def _patient_filter(connection: Connection, query: str) -> _PatientFilter:
+    """The patient filter (`_patient_probe`) as three disjoint reads through indexes.
+
+    The exact ID (`ix_sessions_patient`); the ID in another case
+    (`ix_sessions_patient_lower`); the names containing the text, read once here
+    from the table of distinct names (`patient_names`, one row per name with its
+    `lower()` stored, read whole), and their sessions through
+    `ix_sessions_patient_name`. When more
+    than `DRIVER_CAP` names match, the names stay a subquery and the filter is
+    common.
     """
     text = query.strip()
     folded = text.lower()
-    pattern = f"%{_like_escaped(folded)}%"
     patient_id, name = sessions.c.patient_id, sessions.c.patient_name
-    exact = patient_id == text
-    any_case = func.lower(patient_id) == folded
-    names = select(patient_names.c.name).where(
-        func.lower(patient_names.c.name).like(pattern, escape="\\")
+    found = select(patient_names.c.name).where(
+        patient_names.c.name_key.like(f"%{_like_escaped(folded)}%", escape="\\")
     )
+    names = list(connection.execute(found.limit(DRIVER_CAP + 1)).scalars())
+    common = len(names) > DRIVER_CAP
     # A NULL ID is neither: coalesce keeps the "not already matched" tests true for it.
     not_exact = func.coalesce(patient_id, "") != text
     not_any_case = func.coalesce(func.lower(patient_id), "") != folded
     matching = union_all(
-        select(sessions.c.id).where(exact),
-        select(sessions.c.id).where(any_case, not_exact),
-        select(sessions.c.id).where(name.in_(names), not_exact, not_any_case),
+        select(sessions.c.id).where(patient_id == text),
+        select(sessions.c.id).where(func.lower(patient_id) == folded, not_exact),
+        select(sessions.c.id).where(name.in_(found if common else names), not_exact, not_any_case),
     )
-    probe = or_(exact, any_case, func.lower(name).like(pattern, escape="\\"))
-    return _PatientFilter(matching, probe)
+    return _PatientFilter(matching, _patient_probe(text), common)
 
 
 def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _Plan:
@@ -360,15 +386,18 @@ def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _
     if flt.pump_serial:
         conditions.append(_pump_condition(flt.pump_serial))
     patient_count: Countable | None = None
+    known_count: int | None = None
     chunked = False
-    if flt.patient_id:
-        patient = _patient_filter(flt.patient_id)
-        if flt.pump_serial:
-            # The pump's few sessions are tested row by row.
-            conditions.append(patient.probe)
-        elif _capped_count(connection, patient.matching, DRIVER_CAP) <= DRIVER_CAP:
+    if flt.patient_id and flt.pump_serial:
+        # The pump's few sessions are tested row by row.
+        conditions.append(_patient_probe(flt.patient_id))
+    elif flt.patient_id:
+        patient = _patient_filter(connection, flt.patient_id)
+        found = None if patient.common else _capped_count(connection, patient.matching, DRIVER_CAP)
+        if found is not None and found <= DRIVER_CAP:
             # A patient (or a rare part of a name): read the matches through indexes.
             conditions.append(sessions.c.id.in_(patient.matching))
+            known_count = found if len(conditions) == 1 else None
         else:
             # A common part of a name: the start index, tested row by row, fills a
             # page soon (read in chunks); the count reads the matches through indexes.
@@ -382,6 +411,8 @@ def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _
         # A pump or a patient has few sessions; no evidence filter: the start index.
         conditions += [f.probe for f in filters]
         name = "pump" if flt.pump_serial else "patient" if flt.patient_id else "start-index"
+        if known_count is not None and not filters:
+            return _Plan(name, conditions, start_conditions, None, False, known_count=known_count)
         dates_only = name == "start-index" and bool(start_conditions)
         counted = (
             _date_count(flt, conditions)
@@ -401,9 +432,13 @@ def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _
         _, smallest, matching = min(counts)
         conditions.append(sessions.c.id.in_(matching))
         conditions += [f.probe for i, f in enumerate(filters) if i != smallest]
-        alone = len(filters) == 1 and len(conditions) == 1
-        driven = matching if alone else _count_of(conditions)
-        return _Plan(filters[smallest].label, conditions, start_conditions, driven, False)
+        label = filters[smallest].label
+        if len(filters) == 1 and len(conditions) == 1:
+            # The driver's own capped count is the total.
+            return _Plan(
+                label, conditions, start_conditions, None, False, known_count=min(counts)[0]
+            )
+        return _Plan(label, conditions, start_conditions, _count_of(conditions), False)
 
     # Every evidence filter is common (or has no index): walk the start index,
     # probing each session.
@@ -617,7 +652,7 @@ def list_sessions(
             row.start_utc, row.session_id, row.pump_serial, "after" if backwards else "before"
         ).encode()
     next_cursor, prev_cursor = (back, onward) if backwards else (onward, back)
-    count, capped = None, False
+    count, capped = plan.known_count, False
     if plan.count_query is not None:
         counted = _capped_count(connection, plan.count_query, COUNT_CAP)
         count, capped = min(counted, COUNT_CAP), counted > COUNT_CAP
