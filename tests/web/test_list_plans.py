@@ -22,7 +22,8 @@ more than "an index exists":
   code or flag) every read of `sessions` is an index search: no walk of a whole
   index either.
 
-The one filter left out is `no_payer_on_file`: "no coverage row holds this date"
+The audit page's patient-or-pump lookup is checked the same way. The one filter
+left out is `no_payer_on_file`: "no coverage row holds this date"
 is a negation no index can look up, so it is tested session by session along the
 start index (`test_no_payer_on_file_walks_the_start_index_in_windows`).
 
@@ -35,12 +36,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -51,6 +52,7 @@ from db.plans import TableRead, table_reads, table_rows, unbounded_scan
 from db.users import evidence_codes
 from tests.conftest import pg_base_url, pg_unavailable
 from web.queries import Cursor, SessionFilter, list_sessions, listing
+from web.queries.subjects import audit_subjects
 
 DEFAULT = "rate-dose"
 PUMPS = 1000
@@ -246,6 +248,14 @@ def planned(
 def reads_of(engine: Engine, flt: SessionFilter, cursor: Cursor | None = None) -> list[str]:
     """The reads of large tables in the plans of the statements one list page sends,
     and (first, marked "UNBOUNDED") the scans no LIMIT ends soon."""
+    return reads_in(
+        engine,
+        lambda connection: list_sessions(connection, flt, default_profile=DEFAULT, cursor=cursor),
+    )
+
+
+def reads_in(engine: Engine, run: Callable[[Connection], object]) -> list[str]:
+    """`reads_of` for any reading `run` does on a connection."""
     sent: list[tuple[str, Any]] = []
 
     def record(_c: Any, _cur: Any, statement: str, parameters: Any, _x: Any, many: bool) -> None:
@@ -254,7 +264,7 @@ def reads_of(engine: Engine, flt: SessionFilter, cursor: Cursor | None = None) -
 
     with engine.connect() as connection:
         event.listen(connection, "before_cursor_execute", record)
-        list_sessions(connection, flt, default_profile=DEFAULT, cursor=cursor)
+        run(connection)
         event.remove(connection, "before_cursor_execute", record)
         sizes = {table: table_rows(connection, table) for table in LARGE}
         reads: list[TableRead] = [
@@ -350,3 +360,17 @@ def test_no_payer_on_file_walks_the_start_index_in_windows(planned: Engine) -> N
             .order_by(sessions.c.session_start_utc.desc(), sessions.c.session_id.desc())
         ).scalars()
         assert seen == list(uncovered)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["PT-00456", "TP-00123", str(uuid.UUID(int=4321))],
+    ids=["patient", "pump", "session"],
+)
+def test_the_audit_pages_subject_is_found_through_indexes(planned: Engine, subject: str) -> None:
+    """The audit page's patient-or-pump filter (`web.queries.subjects`)."""
+    with planned.connect() as connection:
+        assert audit_subjects(connection, subject).found
+    reads = reads_in(planned, lambda connection: audit_subjects(connection, subject))
+    assert unbounded(reads) == [], reads
+    assert [r for r in reads if "sessions" in r and not r.startswith("search")] == [], reads
