@@ -374,3 +374,47 @@ def test_the_audit_pages_subject_is_found_through_indexes(planned: Engine, subje
     reads = reads_in(planned, lambda connection: audit_subjects(connection, subject))
     assert unbounded(reads) == [], reads
     assert [r for r in reads if "sessions" in r and not r.startswith("search")] == [], reads
+
+
+@pytest.mark.parametrize("query", ["PT-00456", "pt-00456", "planner00789", "PLANNER0078", "given3"])
+def test_the_patient_filter_finds_exactly_its_sessions(planned: Engine, query: str) -> None:
+    """Each of the filter's paths (an ID, in any case, a rare and a common part of a
+    name, read in chunks) lists exactly the sessions the row-by-row test matches,
+    newest first, page after page and back, with the count capped as always."""
+    folded = query.lower()
+    with planned.connect() as connection:
+        rows = connection.execute(
+            select(sessions.c.session_id, sessions.c.patient_id, sessions.c.patient_name).order_by(
+                sessions.c.session_start_utc.desc(), sessions.c.session_id.desc()
+            )
+        ).all()
+    expected = [
+        sid
+        for sid, patient, name in rows
+        if patient == query or (patient or "").lower() == folded or folded in (name or "").lower()
+    ]
+    assert expected
+    flt = SessionFilter(patient_id=query)
+    seen: list[str] = []
+    pages = []
+    cursor = None
+    with planned.connect() as connection:
+        while True:
+            page = list_sessions(connection, flt, default_profile=DEFAULT, cursor=cursor, limit=50)
+            pages.append(page)
+            seen += [row.session_id for row in page.rows]
+            if page.next_cursor is None:
+                break
+            cursor = Cursor.decode(page.next_cursor)
+        assert seen == expected
+        assert pages[0].count == min(len(expected), listing.COUNT_CAP)
+        assert pages[0].count_capped == (len(expected) > listing.COUNT_CAP)
+        if len(pages) > 1:
+            back = list_sessions(
+                connection,
+                flt,
+                default_profile=DEFAULT,
+                cursor=Cursor.decode(pages[1].prev_cursor or ""),
+                limit=50,
+            )
+            assert [r.session_id for r in back.rows] == [r.session_id for r in pages[0].rows]

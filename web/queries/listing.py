@@ -345,9 +345,8 @@ def _patient_filter(connection: Connection, query: str) -> _PatientFilter:
     (`ix_sessions_patient_lower`); the names containing the text, read once here
     from the table of distinct names (`patient_names`, one row per name with its
     `lower()` stored, read whole), and their sessions through
-    `ix_sessions_patient_name`. When more
-    than `DRIVER_CAP` names match, the names stay a subquery and the filter is
-    common.
+    `ix_sessions_patient_name`. When more than `DRIVER_CAP` names match, the
+    names stay a subquery and the filter is common.
     """
     text = query.strip()
     folded = text.lower()
@@ -385,60 +384,61 @@ def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _
     conditions = start_conditions + conditions
     if flt.pump_serial:
         conditions.append(_pump_condition(flt.pump_serial))
-    patient_count: Countable | None = None
-    known_count: int | None = None
+    # A patient's matches through indexes: what drives the page, or counts it.
+    patient_driven: CompoundSelect[Any] | None = None
+    patient_counted: int | None = None
     chunked = False
     if flt.patient_id and flt.pump_serial:
         # The pump's few sessions are tested row by row.
         conditions.append(_patient_probe(flt.patient_id))
     elif flt.patient_id:
         patient = _patient_filter(connection, flt.patient_id)
-        found = None if patient.common else _capped_count(connection, patient.matching, DRIVER_CAP)
-        if found is not None and found <= DRIVER_CAP:
+        if not patient.common:
+            patient_counted = _capped_count(connection, patient.matching, DRIVER_CAP)
+        if patient_counted is not None and patient_counted <= DRIVER_CAP:
             # A patient (or a rare part of a name): read the matches through indexes.
             conditions.append(sessions.c.id.in_(patient.matching))
-            known_count = found if len(conditions) == 1 else None
         else:
             # A common part of a name: the start index, tested row by row, fills a
             # page soon (read in chunks); the count reads the matches through indexes.
             conditions.append(patient.probe)
+            patient_counted = None
             chunked = flt.sort != "pump"
-            if len(conditions) == 1:
-                patient_count = patient.matching
+        patient_driven = patient.matching
     filters = _evidence_filters(flt, default_profile)
 
     if flt.pump_serial or flt.patient_id or not filters:
         # A pump or a patient has few sessions; no evidence filter: the start index.
+        patient_alone = patient_driven is not None and len(conditions) == 1 and not filters
         conditions += [f.probe for f in filters]
         name = "pump" if flt.pump_serial else "patient" if flt.patient_id else "start-index"
-        if known_count is not None and not filters:
-            return _Plan(name, conditions, start_conditions, None, False, known_count=known_count)
-        dates_only = name == "start-index" and bool(start_conditions)
-        counted = (
-            _date_count(flt, conditions)
-            if dates_only
-            else patient_count
-            if patient_count is not None and not filters
-            else _count_of(conditions)
-        )
+        if patient_alone and patient_counted is not None:
+            # Its capped count while choosing the plan is the total.
+            return _Plan(
+                name, conditions, start_conditions, None, False, known_count=patient_counted
+            )
+        counted: Countable
+        if patient_alone and patient_driven is not None:
+            counted = patient_driven
+        elif name == "start-index" and start_conditions:
+            counted = _date_count(flt, conditions)
+        else:
+            counted = _count_of(conditions)
         return _Plan(name, conditions, start_conditions, counted, False, chunked)
 
-    counts = [
-        (_capped_count(connection, f.matching, DRIVER_CAP), i, f.matching)
-        for i, f in enumerate(filters)
+    indexed = [
+        (f, f.matching, _capped_count(connection, f.matching, DRIVER_CAP))
+        for f in filters
         if f.matching is not None
     ]
-    if counts and min(counts)[0] <= DRIVER_CAP:
-        _, smallest, matching = min(counts)
+    driver, matching, found = min(indexed, key=lambda each: each[2], default=(None, None, 0))
+    if driver is not None and matching is not None and found <= DRIVER_CAP:
         conditions.append(sessions.c.id.in_(matching))
-        conditions += [f.probe for i, f in enumerate(filters) if i != smallest]
-        label = filters[smallest].label
+        conditions += [f.probe for f in filters if f is not driver]
         if len(filters) == 1 and len(conditions) == 1:
             # The driver's own capped count is the total.
-            return _Plan(
-                label, conditions, start_conditions, None, False, known_count=min(counts)[0]
-            )
-        return _Plan(label, conditions, start_conditions, _count_of(conditions), False)
+            return _Plan(driver.label, conditions, start_conditions, None, False, known_count=found)
+        return _Plan(driver.label, conditions, start_conditions, _count_of(conditions), False)
 
     # Every evidence filter is common (or has no index): walk the start index,
     # probing each session.
