@@ -28,7 +28,6 @@ Run alone: `python -m bench.bench_import [--sessions N] [--no-postgres]`.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import sqlite3
@@ -45,6 +44,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from bench.postgres import PG_URL
 from db.migrate import open_database
 from evidence import load_rules
 from fixtures.binary_writer import encode_binary
@@ -56,10 +56,6 @@ from parsers.registry import decode_bytes
 
 TARGET_SQLITE = 1000.0
 VISITS_PER_PUMP = 10
-PG_URL = os.environ.get(
-    "PUMPTRAIL_BENCH_PG_URL",
-    os.environ.get("PUMPTRAIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-)
 # Tables in insertion order (parents first) and their per-session grouping column.
 TABLES = (
     ("sessions", "id"),
