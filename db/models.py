@@ -10,8 +10,9 @@ What lives where:
 - `sessions` holds one row per session ID however many exports of it arrived
   (docs/coding-rules.md §7.16), with the normalized document (docs/session-json.md) of the
   export in use, plus the columns a list of 1,000,000 sessions filters on:
-  start (UTC), pump, patient ID, and through `evidence` the default-profile
-  procedure and the flags. `(pump_id, session_start_utc, session_id)` is the
+  start (UTC), pump, patient ID and name (with `patient_names`, each distinct
+  name, for a search by part of a name), and through `evidence` the
+  default-profile procedure and the flags. `(pump_id, session_start_utc, session_id)` is the
   chain index (§7.5): the prior session is one index probe.
 - `setting_values` and `events` are the document's snapshots and events as rows,
   with what the document leaves out (byte offset or CSV line of each event, the
