@@ -41,16 +41,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, event, insert, select, text
 
 from db.migrate import open_database
 from db.models import evidence, evidence_flags, pumps, sessions
 from db.payers import coverage, payers
 from db.plans import TableRead, table_reads, table_rows, unbounded_scan
 from db.users import evidence_codes
-from tests.conftest import pg_base_url, pg_unavailable
+from tests.conftest import fresh_pg_schema
 from web.queries import Cursor, SessionFilter, list_sessions, listing
 from web.queries.subjects import audit_subjects
 
@@ -202,24 +200,8 @@ def fill(engine: Engine, *, analyse: bool = True) -> None:
 @pytest.fixture(scope="module")
 def pg_module_url() -> Iterator[str]:
     """A PostgreSQL schema for this module's tests (created once, dropped afterwards)."""
-    base = make_url(pg_base_url())
-    admin = create_engine(base, connect_args={"connect_timeout": 3})
-    schema = f"pt_test_plans_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        first_line = str(exc.orig or exc).strip().splitlines()[0]
-        pg_unavailable(f"{base.render_as_string(hide_password=True)}: {first_line}")
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_pg_schema("pt_test_plans") as url:
+        yield url
 
 
 @pytest.fixture(
