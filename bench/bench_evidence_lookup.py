@@ -17,14 +17,18 @@ Figures, over random sessions, p50 / p95 / p99:
 Baseline, same run: the bare indexed lookup, the prior-session query through the
 bare driver. Target: evidence p95 under 5 ms.
 
-Run alone: `python -m bench.bench_evidence_lookup [--sessions N] [--postgres]`.
+Both databases are measured: SQLite, then PostgreSQL (`bench.postgres`: its
+server and a schema of this run's own, dropped afterwards; `skipped: <reason>`
+when the server does not answer).
+
+Run alone: `python -m bench.bench_evidence_lookup [--sessions N | --quick]
+[--sqlite | --postgres]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -38,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select, text
-from sqlalchemy.engine import make_url
 
+from bench.postgres import libpq, pg_schema
 from db import queries
 from db.migrate import open_database
 from db.models import sessions
@@ -54,10 +58,6 @@ VISITS = 10
 REAL_PUMPS = 100
 SAMPLES = 2000
 CHUNK = 50_000
-PG_URL = os.environ.get(
-    "PUMPTRAIL_BENCH_PG_URL",
-    os.environ.get("PUMPTRAIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-)
 START = datetime(2020, 1, 6, 9, 0)
 SESSION_COLUMNS = (
     "id",
@@ -370,39 +370,30 @@ def bench_sqlite(count: int, real_pumps: int, workdir: Path) -> None:
         engine.dispose()
 
 
-def bench_postgres(count: int, real_pumps: int, workdir: Path) -> None:
+def bench_postgres(count: int, real_pumps: int, workdir: Path, *, required: bool) -> None:
     import psycopg
 
-    parsed = make_url(PG_URL)
-    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     schema = f"pt_bench_lookup_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as exc:
-        print(f"   postgres skipped: {str(exc).strip().splitlines()[0]}")
-        return
-    url = parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
-    engine = open_database(url)
-    try:
-        started = time.perf_counter()
-        real_ids = import_real(engine, workdir, real_pumps)
-        with psycopg.connect(conninfo, options=f"-csearch_path={schema}") as filler:
-            _fill_pg_connection(filler, engine, count - len(real_ids))
-        print(f"   postgres setup: {time.perf_counter() - started:.1f} s")
-        with psycopg.connect(conninfo, options=f"-csearch_path={schema}") as bare_connection:
-            sql = PRIOR_SQL.format(p="%s")
+    with pg_schema(schema, required=required) as url:
+        if url is None:
+            return
+        conninfo, options = libpq(url)
+        engine = open_database(url)
+        try:
+            started = time.perf_counter()
+            real_ids = import_real(engine, workdir, real_pumps)
+            with psycopg.connect(conninfo, options=options) as filler:
+                _fill_pg_connection(filler, engine, count - len(real_ids))
+            print(f"   postgres setup: {time.perf_counter() - started:.1f} s (COPY, ANALYZE)")
+            with psycopg.connect(conninfo, options=options) as bare_connection:
+                sql = PRIOR_SQL.format(p="%s")
 
-            def bare(pump_id: int, start: Any) -> object:
-                return bare_connection.execute(sql, (pump_id, start)).fetchone()
+                def bare(pump_id: int, start: Any) -> object:
+                    return bare_connection.execute(sql, (pump_id, start)).fetchone()
 
-            run_lookups(engine, real_ids, bare)
-    finally:
-        engine.dispose()
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                run_lookups(engine, real_ids, bare)
+        finally:
+            engine.dispose()
 
 
 def _fill_pg_connection(connection: Any, engine: Engine, count: int) -> None:
@@ -425,14 +416,27 @@ def _fill_pg_connection(connection: Any, engine: Engine, count: int) -> None:
     connection.commit()
 
 
-def main(*, quick: bool = False, sessions: int | None = None, postgres: bool = False) -> None:
+def main(
+    *,
+    quick: bool = False,
+    sessions: int | None = None,
+    sqlite: bool = True,
+    postgres: bool = True,
+) -> None:
+    """SQLite, then PostgreSQL (skipped with the reason when the server does not answer,
+    unless asked for alone)."""
     count = sessions or (100_000 if quick else 1_000_000)
     real_pumps = min(REAL_PUMPS, max(1, count // (VISITS * 2)))
     workdir = Path(tempfile.mkdtemp(prefix="pumptrail-bench-lookup-"))
     try:
-        bench_sqlite(count, real_pumps, workdir)
+        if sqlite:
+            print("   -- SQLite", flush=True)
+            (workdir / "sqlite").mkdir()
+            bench_sqlite(count, real_pumps, workdir / "sqlite")
         if postgres:
-            bench_postgres(count, real_pumps, workdir)
+            print("   -- PostgreSQL", flush=True)
+            (workdir / "postgres").mkdir()
+            bench_postgres(count, real_pumps, workdir / "postgres", required=not sqlite)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -441,9 +445,16 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_evidence_lookup")
     parser.add_argument("--sessions", type=int, help="sessions in the database (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="100,000 sessions")
-    parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL (COPY setup)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--sqlite", action="store_true", help="SQLite only")
+    only.add_argument("--postgres", action="store_true", help="PostgreSQL only (COPY setup)")
     args = parser.parse_args()
-    main(quick=args.quick, sessions=args.sessions, postgres=args.postgres)
+    main(
+        quick=args.quick,
+        sessions=args.sessions,
+        sqlite=not args.postgres,
+        postgres=not args.sqlite,
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ Run alone: `python -m bench.bench_import [--sessions N] [--no-postgres]`.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import sqlite3
@@ -54,6 +53,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from bench.postgres import PG_URL
 from db.migrate import open_database
 from evidence import load_rules
 from fixtures.binary_writer import encode_binary
@@ -68,10 +68,6 @@ TARGET_SQLITE = 500.0
 TARGET_SPEEDUP = 1.7
 TARGET_PG_SPEEDUP = 2.0
 VISITS_PER_PUMP = 10
-PG_URL = os.environ.get(
-    "PUMPTRAIL_BENCH_PG_URL",
-    os.environ.get("PUMPTRAIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-)
 # Tables in insertion order (parents first) and their per-session grouping column.
 TABLES = (
     ("sessions", "id"),

@@ -10,8 +10,9 @@ What lives where:
 - `sessions` holds one row per session ID however many exports of it arrived
   (docs/coding-rules.md §7.16), with the normalized document (docs/session-json.md) of the
   export in use, plus the columns a list of 1,000,000 sessions filters on:
-  start (UTC), pump, patient ID, and through `evidence` the default-profile
-  procedure and the flags. `(pump_id, session_start_utc, session_id)` is the
+  start (UTC), pump, patient ID and name (with `patient_names`, each distinct
+  name, for a search by part of a name), and through `evidence` the
+  default-profile procedure and the flags. `(pump_id, session_start_utc, session_id)` is the
   chain index (§7.5): the prior session is one index probe.
 - `setting_values` and `events` are the document's snapshots and events as rows,
   with what the document leaves out (byte offset or CSV line of each event, the
@@ -43,6 +44,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -77,6 +79,9 @@ class PumpRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     serial: Mapped[str] = mapped_column(String(SERIAL_LEN), unique=True)
     model: Mapped[str] = mapped_column(String(SERIAL_LEN))
+
+    # The list's pump filter in any case (migration 0010).
+    __table_args__ = (Index("ix_pumps_serial_upper", func.upper(serial)),)
 
 
 class SessionRow(Base):
@@ -120,7 +125,32 @@ class SessionRow(Base):
         Index("ix_sessions_chain", "pump_id", "session_start_utc", "session_id"),
         Index("ix_sessions_start", "session_start_utc"),
         Index("ix_sessions_patient", "patient_id", "session_start_utc"),
+        # The list's patient filter (migration 0010): an ID in any case, and the
+        # sessions of the names `patient_names` finds for a part of a name (the
+        # ID and primary key too: the list reads them from the index alone).
+        Index("ix_sessions_patient_lower", func.lower(patient_id)),
+        Index("ix_sessions_patient_name", "patient_name", "patient_id", "id"),
     )
+
+
+class PatientNameRow(Base):
+    """Each distinct patient name of `sessions`, kept by triggers (migration 0010).
+
+    The list finds a patient by a part of the name (`lower(name) LIKE '%part%'`,
+    which no B-tree index serves) by reading this table, one row per name, then
+    the sessions of the names found through `ix_sessions_patient_name`, instead of
+    reading every session. `name_key` is the name in lower case, written by the
+    triggers with the database's own `lower()`, so the read compares it as it is. Triggers on `sessions` add a name when a session is
+    written with it (insert, or an update of `patient_name`); nothing removes one,
+    so the table holds every name in use and perhaps some no longer used, which
+    match no session.
+    """
+
+    __tablename__ = "patient_names"
+
+    name: Mapped[str] = mapped_column(String(TEXT_LEN), primary_key=True)
+    # Text: lower case may take more characters than the name (a dotted capital I).
+    name_key: Mapped[str] = mapped_column(Text)
 
 
 class SettingValueRow(Base):
@@ -235,3 +265,4 @@ events = table_of(EventRow)
 raw_files = table_of(RawFileRow)
 evidence = table_of(EvidenceRow)
 evidence_flags = table_of(EvidenceFlagRow)
+patient_names = table_of(PatientNameRow)

@@ -10,10 +10,10 @@ where a skip would hide a failure: there it fails.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,19 +37,13 @@ def pg_unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose `search_path` is a fresh, empty schema."""
-    with fresh_pg_schema() as url:
-        yield url
-
-
-@contextlib.contextmanager
-def fresh_pg_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose `search_path` is a fresh, empty schema, dropped afterwards."""
+@contextmanager
+def fresh_pg_schema(prefix: str = "pt_test") -> Iterator[str]:
+    """A PostgreSQL URL whose `search_path` is a fresh, empty schema, dropped on exit
+    (unreachable: `pg_unavailable`)."""
     base = make_url(pg_base_url())
     admin = create_engine(base, connect_args={"connect_timeout": 3})
-    schema = f"pt_test_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.begin() as connection:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -64,6 +58,13 @@ def fresh_pg_schema() -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose `search_path` is a fresh, empty schema."""
+    with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -12,21 +12,32 @@ The list stays fast at 1,000,000 sessions:
   show none;
 - each filter has an index: date range on `ix_sessions_start` (the range is
   widened by the largest UTC offset, then checked exactly on the programmer's
-  local date), pump serial on `ix_sessions_chain` (in any case: the pumps table
-  is read for the serial), patient ID on `ix_sessions_patient` (a patient is
-  also found by ID in any case or by part of the name, row by row), the default profile's code on `ix_evidence_procedure`,
+  local date), pump serial on the pumps' serial index or `ix_pumps_serial_upper`
+  (in any case) and then `ix_sessions_chain`, patient on `ix_sessions_patient`
+  (the exact ID), `ix_sessions_patient_lower` (the ID in any case) and
+  `patient_names` + `ix_sessions_patient_name` (a part of the name, in any case;
+  migration 0010), the default profile's code on `ix_evidence_procedure`,
   another profile's code on `ix_evidence_codes_profile` (`evidence_codes`,
-  migration 0003), a flag on `ix_evidence_flags_flag`;
-- the plan is chosen here, not left to chance: with a pump or patient filter the
-  few matching sessions are read through that index; otherwise, when a code or
-  flag filter matches fewer than `DRIVER_CAP` sessions (a bounded count), the
-  matches are read through that filter's index and sorted; otherwise the start
-  index is walked newest first and each session probed by primary key, which
-  fills a page after about page size / selectivity probes, and never more than
-  `SCAN_WINDOW` of them: a page that searched that far ends there, says so, and
-  its Next link goes on from where it stopped. The walk is pinned to the start
+  migration 0003), a flag on `ix_evidence_flags_flag`. The one exception is the
+  read-time flag `no_payer_on_file`, a negation ("no coverage holds this date"):
+  it is tested session by session, within the scan window, and has no count;
+- the plan is chosen here, not left to chance: with a pump filter its few
+  sessions are read through the chain index; a patient matching at most
+  `DRIVER_CAP` sessions (a bounded count) is read through the patient indexes;
+  otherwise, when a code or flag filter matches fewer than `DRIVER_CAP` sessions,
+  the matches are read through that filter's index and sorted; otherwise the
+  start index is walked newest first and each session probed by primary key,
+  which fills a page after about page size / selectivity probes, and never more
+  than `SCAN_WINDOW` of them: a page that searched that far ends there, says so,
+  and its Next link goes on from where it stopped. A common part of a patient
+  name walks the start index too, in growing stretches until the page is full
+  (`_chunked_rows`: the same rows as one walk, but no statement a planner could
+  turn into a read of every session). The walk is pinned to the start
   index by writing the pump join key `pump_id + 0` (no index serves it), so
   SQLite cannot choose to walk every pump and sort.
+
+The test `tests/web/test_list_plans.py` explains every filter's statements on
+both databases; `bench/bench_web.py` prints each plan at 1,000,000 sessions.
 
 `evidence_codes` rows are written with the evidence (`db.queries.replace_evidence`)
 and repaired by `db.code_index`; this module only reads them. The codes a page
@@ -57,7 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from db.codec import loads
-from db.models import evidence, evidence_flags, pumps, sessions
+from db.models import evidence, evidence_flags, patient_names, pumps, sessions
 from db.payers import covered_condition, payers_on
 from db.users import evidence_codes
 from evidence.payers import NO_PAYER_ON_FILE, Payer, applicable
@@ -70,6 +81,9 @@ COUNT_CAP: Final = 10_000
 DRIVER_CAP: Final = 4_000
 # Sessions a page examines along the start index when every filter is common.
 SCAN_WINDOW: Final = 20_000
+# The first stretch of the start index a chunked walk reads (then twice as many
+# each time, up to SCAN_WINDOW).
+FIRST_CHUNK: Final = 1_000
 # Largest distance between programmer-local time and UTC (UTC-12 to UTC+14).
 MAX_UTC_OFFSET: Final = timedelta(hours=14, minutes=1)
 PAGE_SIZES: Final = (25, 50, 100, 200)
@@ -151,8 +165,9 @@ class Page:
 @dataclass(frozen=True, slots=True)
 class _EvidenceFilter:
     label: str
-    # Session pks matching, read through the filter's own index.
-    matching: Select[Any]
+    # Session pks matching, read through the filter's own index (None: no index
+    # can find them; the filter only ever tests sessions one by one).
+    matching: Select[Any] | None
     # The same test for one session (primary-key probes).
     probe: ColumnElement[bool]
 
@@ -188,14 +203,19 @@ def _flag_filter(flag: str) -> _EvidenceFilter:
 
 
 def _no_payer_filter() -> _EvidenceFilter:
-    """Sessions with evidence but no coverage on their date of service (a read-time flag)."""
+    """Sessions with evidence but no coverage on their date of service (a read-time flag).
+
+    "No coverage row holds this date" is a negation: no index finds such sessions,
+    and counting them reads sessions until enough are found (all of them when
+    few are). So the filter never drives a page and has no count: it tests each
+    session along the start index (evidence by primary key, the patient's coverage
+    through `ix_coverage_patient`), within the scan window.
+    """
     uncovered = and_(
         exists().where(evidence.c.session_pk == sessions.c.id),
         ~covered_condition(sessions.c.patient_id, sessions.c.session_start_local),
     )
-    return _EvidenceFilter(
-        f"flag:{NO_PAYER_ON_FILE}", select(sessions.c.id).where(uncovered), uncovered
-    )
+    return _EvidenceFilter(f"flag:{NO_PAYER_ON_FILE}", None, uncovered)
 
 
 def _evidence_filters(flt: SessionFilter, default_profile: str) -> list[_EvidenceFilter]:
@@ -237,12 +257,14 @@ class _Plan:
     count_query: Countable | None
     # Walk the start index within a bounded window (see `SCAN_WINDOW`).
     windowed: bool
+    # Walk the start index stretch by stretch until the page is full (`_chunked_rows`).
+    chunked: bool = False
+    # The total, already counted while choosing the plan (at most `DRIVER_CAP`).
+    known_count: int | None = None
 
 
-def _count_of(flt: SessionFilter, conditions: Sequence[ColumnElement[bool]]) -> Countable:
-    """What the total counts: the sessions matching, joined to pumps only when needed."""
-    if flt.pump_serial:
-        return _base([literal(1)]).where(*conditions)
+def _count_of(conditions: Sequence[ColumnElement[bool]]) -> Countable:
+    """What the total counts: the sessions matching."""
     return select(literal(1)).select_from(sessions).where(*conditions)
 
 
@@ -263,7 +285,7 @@ def _date_count(flt: SessionFilter, conditions: Sequence[ColumnElement[bool]]) -
     if (low is not None and high is not None and low >= high) or (
         flt.date_from and flt.date_to and flt.date_from > flt.date_to
     ):
-        return _count_of(flt, conditions)
+        return _count_of(conditions)
     inside = [
         c
         for c in (None if low is None else start >= low, None if high is None else start < high)
@@ -280,22 +302,33 @@ def _date_count(flt: SessionFilter, conditions: Sequence[ColumnElement[bool]]) -
 
 
 def _pump_condition(serial: str) -> ColumnElement[bool]:
-    """The pump serial, in any case: the exact spelling through the pumps' unique index,
-    any other through a read of the pumps table (one row per pump)."""
+    """The sessions of the pump with this serial, in any case: the pumps are found
+    through the unique serial index (exact) or `ix_pumps_serial_upper` (any case),
+    their sessions through `ix_sessions_chain`."""
     text = serial.strip()
-    return or_(pumps.c.serial == text, func.upper(pumps.c.serial) == text.upper())
+    found = select(pumps.c.id).where(
+        or_(pumps.c.serial == text, func.upper(pumps.c.serial) == text.upper())
+    )
+    return sessions.c.pump_id.in_(found)
 
 
 def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _patient_condition(query: str) -> ColumnElement[bool]:
-    """A patient by ID (exact, then in any case) or by a part of the name, in any case.
+@dataclass(frozen=True, slots=True)
+class _PatientFilter:
+    # The matching session pks through indexes, each session once (count, driver).
+    matching: CompoundSelect[Any]
+    # The same test for one session, row by row (a walk of the start index).
+    probe: ColumnElement[bool]
+    # More names contain the text than `DRIVER_CAP`: more sessions match than that.
+    common: bool
 
-    The exact ID reads `ix_sessions_patient`; any other spelling or a name part is
-    compared row by row (lower case on both sides).
-    """
+
+def _patient_probe(query: str) -> ColumnElement[bool]:
+    """A patient by ID (exact, then in any case) or by a part of the name, in any
+    case, for one session: compared row by row (lower case on both sides)."""
     text = query.strip()
     folded = text.lower()
     return or_(
@@ -303,6 +336,35 @@ def _patient_condition(query: str) -> ColumnElement[bool]:
         func.lower(sessions.c.patient_id) == folded,
         func.lower(sessions.c.patient_name).like(f"%{_like_escaped(folded)}%", escape="\\"),
     )
+
+
+def _patient_filter(connection: Connection, query: str) -> _PatientFilter:
+    """The patient filter (`_patient_probe`) as three disjoint reads through indexes.
+
+    The exact ID (`ix_sessions_patient`); the ID in another case
+    (`ix_sessions_patient_lower`); the names containing the text, read once here
+    from the table of distinct names (`patient_names`, one row per name with its
+    `lower()` stored, read whole), and their sessions through
+    `ix_sessions_patient_name`. When more than `DRIVER_CAP` names match, the
+    names stay a subquery and the filter is common.
+    """
+    text = query.strip()
+    folded = text.lower()
+    patient_id, name = sessions.c.patient_id, sessions.c.patient_name
+    found = select(patient_names.c.name).where(
+        patient_names.c.name_key.like(f"%{_like_escaped(folded)}%", escape="\\")
+    )
+    names = list(connection.execute(found.limit(DRIVER_CAP + 1)).scalars())
+    common = len(names) > DRIVER_CAP
+    # A NULL ID is neither: coalesce keeps the "not already matched" tests true for it.
+    not_exact = func.coalesce(patient_id, "") != text
+    not_any_case = func.coalesce(func.lower(patient_id), "") != folded
+    matching = union_all(
+        select(sessions.c.id).where(patient_id == text),
+        select(sessions.c.id).where(func.lower(patient_id) == folded, not_exact),
+        select(sessions.c.id).where(name.in_(found if common else names), not_exact, not_any_case),
+    )
+    return _PatientFilter(matching, _patient_probe(text), common)
 
 
 def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _Plan:
@@ -322,29 +384,64 @@ def _plan(connection: Connection, flt: SessionFilter, default_profile: str) -> _
     conditions = start_conditions + conditions
     if flt.pump_serial:
         conditions.append(_pump_condition(flt.pump_serial))
-    if flt.patient_id:
-        conditions.append(_patient_condition(flt.patient_id))
+    # A patient's matches through indexes: what drives the page, or counts it.
+    patient_driven: CompoundSelect[Any] | None = None
+    patient_counted: int | None = None
+    chunked = False
+    if flt.patient_id and flt.pump_serial:
+        # The pump's few sessions are tested row by row.
+        conditions.append(_patient_probe(flt.patient_id))
+    elif flt.patient_id:
+        patient = _patient_filter(connection, flt.patient_id)
+        if not patient.common:
+            patient_counted = _capped_count(connection, patient.matching, DRIVER_CAP)
+        if patient_counted is not None and patient_counted <= DRIVER_CAP:
+            # A patient (or a rare part of a name): read the matches through indexes.
+            conditions.append(sessions.c.id.in_(patient.matching))
+        else:
+            # A common part of a name: the start index, tested row by row, fills a
+            # page soon (read in chunks); the count reads the matches through indexes.
+            conditions.append(patient.probe)
+            patient_counted = None
+            chunked = flt.sort != "pump"
+        patient_driven = patient.matching
     filters = _evidence_filters(flt, default_profile)
 
     if flt.pump_serial or flt.patient_id or not filters:
         # A pump or a patient has few sessions; no evidence filter: the start index.
+        patient_alone = patient_driven is not None and len(conditions) == 1 and not filters
         conditions += [f.probe for f in filters]
         name = "pump" if flt.pump_serial else "patient" if flt.patient_id else "start-index"
-        dates_only = name == "start-index" and bool(start_conditions)
-        counted = _date_count(flt, conditions) if dates_only else _count_of(flt, conditions)
-        return _Plan(name, conditions, start_conditions, counted, False)
+        if patient_alone and patient_counted is not None:
+            # Its capped count while choosing the plan is the total.
+            return _Plan(
+                name, conditions, start_conditions, None, False, known_count=patient_counted
+            )
+        counted: Countable
+        if patient_alone and patient_driven is not None:
+            counted = patient_driven
+        elif name == "start-index" and start_conditions:
+            counted = _date_count(flt, conditions)
+        else:
+            counted = _count_of(conditions)
+        return _Plan(name, conditions, start_conditions, counted, False, chunked)
 
-    counts = [_capped_count(connection, f.matching, DRIVER_CAP) for f in filters]
-    smallest = min(range(len(counts)), key=counts.__getitem__)
-    if counts[smallest] <= DRIVER_CAP:
-        driver = filters[smallest]
-        conditions.append(sessions.c.id.in_(driver.matching))
-        conditions += [f.probe for i, f in enumerate(filters) if i != smallest]
-        alone = len(filters) == 1 and len(conditions) == 1
-        driven = driver.matching if alone else _count_of(flt, conditions)
-        return _Plan(driver.label, conditions, start_conditions, driven, False)
+    indexed = [
+        (f, f.matching, _capped_count(connection, f.matching, DRIVER_CAP))
+        for f in filters
+        if f.matching is not None
+    ]
+    driver, matching, found = min(indexed, key=lambda each: each[2], default=(None, None, 0))
+    if driver is not None and matching is not None and found <= DRIVER_CAP:
+        conditions.append(sessions.c.id.in_(matching))
+        conditions += [f.probe for f in filters if f is not driver]
+        if len(filters) == 1 and len(conditions) == 1:
+            # The driver's own capped count is the total.
+            return _Plan(driver.label, conditions, start_conditions, None, False, known_count=found)
+        return _Plan(driver.label, conditions, start_conditions, _count_of(conditions), False)
 
-    # Every evidence filter is common: walk the start index, probing each session.
+    # Every evidence filter is common (or has no index): walk the start index,
+    # probing each session.
     conditions += [f.probe for f in filters]
     alone = len(filters) == 1 and not start_conditions
     count: Countable | None = filters[0].matching if alone else None
@@ -425,16 +522,61 @@ def _base(columns: Sequence[Any], *, start_driven: bool = False) -> Select[Any]:
 
 
 def _window_edge(
-    connection: Connection, plan: _Plan, cursor: Cursor | None, ascending: bool
+    connection: Connection,
+    plan: _Plan,
+    cursor: Cursor | None,
+    ascending: bool,
+    *,
+    size: int | None = None,
 ) -> datetime | None:
-    """The start instant `SCAN_WINDOW` sessions away along the start index, or None (fewer)."""
+    """The start instant `size` (default `SCAN_WINDOW`) sessions away along the start
+    index, or None (fewer)."""
     start = sessions.c.session_start_utc
     query = select(start).where(*plan.start_conditions)
     if cursor is not None:
         query = query.where(start >= cursor.start_utc if ascending else start <= cursor.start_utc)
     query = query.order_by(start.asc() if ascending else start.desc())
-    edge: datetime | None = connection.execute(query.offset(SCAN_WINDOW - 1).limit(1)).scalar()
+    offset = (SCAN_WINDOW if size is None else size) - 1
+    edge: datetime | None = connection.execute(query.offset(offset).limit(1)).scalar()
     return edge
+
+
+def _chunked_rows(
+    connection: Connection,
+    plan: _Plan,
+    query: Select[Any],
+    *,
+    cursor: Cursor | None,
+    sort: Sort,
+    backwards: bool,
+    limit: int,
+) -> list[Any]:
+    """Up to `limit` + 1 rows of `query` after `cursor`, read along the start index a
+    stretch at a time (`FIRST_CHUNK` sessions, then twice as many each time, at most
+    `SCAN_WINDOW`) until enough rows matched or the index ends.
+
+    The rows are those of one unbounded walk; each statement, bounded by its
+    stretch's start instant, cannot turn into a read of every session, whatever
+    the planner expects of a row-by-row test it cannot estimate (a part of a name).
+    """
+    ascending = _ascending(sort, backwards)
+    start = sessions.c.session_start_utc
+    direction: Literal["after", "before"] = "before" if backwards else "after"
+    position = cursor
+    size = FIRST_CHUNK
+    fetched: list[Any] = []
+    while True:
+        edge = _window_edge(connection, plan, position, ascending, size=size)
+        stretch = query if position is None else query.where(_beyond(position, sort))
+        if edge is not None:
+            stretch = stretch.where(start <= edge if ascending else start >= edge)
+        stretch = stretch.order_by(*_order(sort, backwards)).limit(limit + 1 - len(fetched))
+        fetched += connection.execute(stretch)
+        if len(fetched) > limit or edge is None:
+            return fetched
+        # Every session at the edge instant was in this stretch: go on beyond it.
+        position = Cursor(edge, "", "", direction, edge=True)
+        size = min(2 * size, SCAN_WINDOW)
 
 
 def list_sessions(
@@ -449,16 +591,30 @@ def list_sessions(
     plan = _plan(connection, flt, default_profile)
     backwards = cursor is not None and cursor.direction == "before"
     ascending = _ascending(flt.sort, backwards)
-    start_driven = plan.name in ("start-index", "start-window") and flt.sort != "pump"
+    start_driven = (
+        plan.name in ("start-index", "start-window") or plan.chunked
+    ) and flt.sort != "pump"
     query = _base(_LIST_COLUMNS, start_driven=start_driven).where(*plan.conditions)
-    if cursor is not None:
-        query = query.where(_beyond(cursor, flt.sort))
-    edge = _window_edge(connection, plan, cursor, ascending) if plan.windowed else None
-    if edge is not None:
-        start = sessions.c.session_start_utc
-        query = query.where(start <= edge if ascending else start >= edge)
-    query = query.order_by(*_order(flt.sort, backwards)).limit(limit + 1)
-    fetched = list(connection.execute(query))
+    edge = None
+    if plan.chunked:
+        fetched = _chunked_rows(
+            connection,
+            plan,
+            query,
+            cursor=cursor,
+            sort=flt.sort,
+            backwards=backwards,
+            limit=limit,
+        )
+    else:
+        if cursor is not None:
+            query = query.where(_beyond(cursor, flt.sort))
+        edge = _window_edge(connection, plan, cursor, ascending) if plan.windowed else None
+        if edge is not None:
+            start = sessions.c.session_start_utc
+            query = query.where(start <= edge if ascending else start >= edge)
+        query = query.order_by(*_order(flt.sort, backwards)).limit(limit + 1)
+        fetched = list(connection.execute(query))
     more = len(fetched) > limit
     fetched = fetched[:limit]
     if backwards:
@@ -496,7 +652,7 @@ def list_sessions(
             row.start_utc, row.session_id, row.pump_serial, "after" if backwards else "before"
         ).encode()
     next_cursor, prev_cursor = (back, onward) if backwards else (onward, back)
-    count, capped = None, False
+    count, capped = plan.known_count, False
     if plan.count_query is not None:
         counted = _capped_count(connection, plan.count_query, COUNT_CAP)
         count, capped = min(counted, COUNT_CAP), counted > COUNT_CAP

@@ -4,14 +4,16 @@ An auditor types a patient ID, a pump serial or a session ID; the audit log
 never holds a patient ID, so the text is resolved here to what entries do hold:
 the session IDs of that patient (or pump, or the one session), their pumps'
 serials and row targets (`pump#<row>`, written by replay), and the SHA-256 of
-every raw file offered for those sessions (import and re-queue entries).
+every raw file offered for those sessions (import and re-queue entries). The
+sessions are found through indexes: `ix_sessions_patient`, the unique session
+ID, the pump's serial then `ix_sessions_chain`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import select, union_all
 from sqlalchemy.engine import Connection
 
 from db.models import pumps, raw_files, sessions
@@ -44,16 +46,18 @@ def audit_subjects(connection: Connection, text: str) -> AuditSubjects:
     text = text.strip()
     if not text:
         return AuditSubjects((), (), ())
+    # Three index reads (an OR across the join would read every session).
+    named = union_all(
+        select(sessions.c.id).where(sessions.c.patient_id == text),
+        select(sessions.c.id).where(sessions.c.session_id == text),
+        select(sessions.c.id).where(
+            sessions.c.pump_id.in_(select(pumps.c.id).where(pumps.c.serial == text))
+        ),
+    )
     rows = connection.execute(
         select(sessions.c.id, sessions.c.session_id, pumps.c.id, pumps.c.serial)
         .select_from(sessions.join(pumps, pumps.c.id == sessions.c.pump_id))
-        .where(
-            or_(
-                sessions.c.patient_id == text,
-                sessions.c.session_id == text,
-                pumps.c.serial == text,
-            )
-        )
+        .where(sessions.c.id.in_(named))
         .order_by(sessions.c.session_start_utc, sessions.c.session_id)
         .limit(MAX_SUBJECTS)
     ).all()
