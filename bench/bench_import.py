@@ -44,7 +44,8 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,12 +200,13 @@ def baseline_sqlite(workdir: Path, engine: Engine, first_pk: int) -> float:
     return elapsed
 
 
-def baseline_postgres(url: str, engine: Engine, first_pk: int) -> float:
+@contextmanager
+def _empty_pg_database(url: str, prefix: str, pumps: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+    """A psycopg connection to a fresh migrated schema holding `pumps`; dropped afterwards."""
     import psycopg
 
-    pumps, columns, per_session = read_rows(engine, first_pk)
     parsed = make_url(url)
-    schema = f"pt_bench_base_{uuid.uuid4().hex[:8]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
     conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -217,62 +219,48 @@ def baseline_postgres(url: str, engine: Engine, first_pk: int) -> float:
                     "INSERT INTO pumps (id, serial, model) VALUES (%s, %s, %s)", pumps
                 )
             connection.commit()
-            statements = [
-                f"INSERT INTO {table} ({', '.join(columns[table])}) "
-                f"VALUES ({', '.join('%s' for _ in columns[table])})"
-                for table, _ in TABLES
-            ]
-            started = time.perf_counter()
-            for groups in per_session:
-                with connection.cursor() as cursor:
-                    for statement, rows in zip(statements, groups, strict=True):
-                        if rows:
-                            cursor.executemany(statement, rows)
-                connection.commit()
-            elapsed = time.perf_counter() - started
+            yield connection
     finally:
         with psycopg.connect(conninfo, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return elapsed
+
+
+def baseline_postgres(url: str, engine: Engine, first_pk: int) -> float:
+    pumps, columns, per_session = read_rows(engine, first_pk)
+    with _empty_pg_database(url, "pt_bench_base", pumps) as connection:
+        statements = [
+            f"INSERT INTO {table} ({', '.join(columns[table])}) "
+            f"VALUES ({', '.join('%s' for _ in columns[table])})"
+            for table, _ in TABLES
+        ]
+        started = time.perf_counter()
+        for groups in per_session:
+            with connection.cursor() as cursor:
+                for statement, rows in zip(statements, groups, strict=True):
+                    if rows:
+                        cursor.executemany(statement, rows)
+            connection.commit()
+        return time.perf_counter() - started
 
 
 def baseline_postgres_copy(url: str, source_url: str) -> float:
     """Every session's rows of `source_url` again, by one bare COPY per table, one transaction."""
-    import psycopg
-
     engine = open_database(source_url)
     try:
         pumps, columns, per_session = read_rows(engine, FIRST_MEASURED_PK[source_url])
     finally:
         engine.dispose()
-    parsed = make_url(url)
-    schema = f"pt_bench_copy_{uuid.uuid4().hex[:8]}"
-    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        target = parsed.update_query_dict({"options": f"-csearch_path={schema}"})
-        open_database(target.render_as_string(hide_password=False)).dispose()
-        with psycopg.connect(conninfo, options=f"-csearch_path={schema}") as connection:
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO pumps (id, serial, model) VALUES (%s, %s, %s)", pumps
-                )
-            connection.commit()
-            started = time.perf_counter()
-            with connection.cursor() as cursor:
-                for position, (table, _key) in enumerate(TABLES):
-                    names = ", ".join(columns[table])
-                    with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                        for groups in per_session:
-                            for row in groups[position]:
-                                copy.write_row(row)
-            connection.commit()
-            elapsed = time.perf_counter() - started
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return elapsed
+    with _empty_pg_database(url, "pt_bench_copy", pumps) as connection:
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for position, (table, _key) in enumerate(TABLES):
+                names = ", ".join(columns[table])
+                with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for groups in per_session:
+                        for row in groups[position]:
+                            copy.write_row(row)
+        connection.commit()
+        return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------
