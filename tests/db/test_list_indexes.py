@@ -20,6 +20,7 @@ from sqlalchemy.schema import CreateIndex
 from db.engine import make_engine
 from db.migrate import open_database, upgrade
 from db.models import Base, patient_names, pumps, sessions
+from tests.conftest import fresh_pg_schema
 from tests.db.test_migrate import import_every_model
 
 
@@ -140,3 +141,37 @@ def test_sqlite_expression_indexes_are_the_models(tmp_path: Path) -> None:
             assert _squeezed(stored[str(index.name)]) == _squeezed(expected)
     finally:
         engine.dispose()
+
+
+def _analysed(engine: Engine) -> bool:
+    """Whether PostgreSQL holds statistics of `sessions` (reltuples is -1 before any)."""
+    with engine.connect() as connection:
+        reltuples = connection.execute(
+            text("SELECT reltuples FROM pg_class WHERE oid = 'sessions'::regclass")
+        ).scalar_one()
+    return bool(reltuples >= 0)
+
+
+def test_postgresql_statistics_gathered_on_upgrade_never_on_a_new_database(
+    pg_schema_url: str,
+) -> None:
+    """ANALYZE of an empty `sessions` would tell the planner the table stays empty: a new
+    install's first import then reads whole tables (the bulk import at half its rate)."""
+    engine = make_engine(pg_schema_url)
+    try:
+        upgrade(engine)
+        assert not _analysed(engine)
+    finally:
+        engine.dispose()
+    with fresh_pg_schema() as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine, "0009")
+            with engine.begin() as connection:
+                connection.execute(insert(pumps), [{"id": 1, "serial": "P-1", "model": "IT-40"}])
+                connection.execute(insert(sessions), [_session(1, "Doe, Jane")])
+            assert not _analysed(engine)
+            upgrade(engine)
+            assert _analysed(engine)
+        finally:
+            engine.dispose()
