@@ -148,11 +148,6 @@ def _stored(row: Any) -> StoredSession:
     return StoredSession(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7])
 
 
-# What a derivation reads of a stored session, for callers that select it themselves.
-STORED_COLUMNS: Final = _STORED_COLUMNS
-stored_session_of: Final = _stored
-
-
 def _at_or_after(key: tuple[datetime, str]) -> ColumnElement[bool]:
     """Chain order (start, session ID) at or after `key`; spelled out for the index."""
     start, session_id = key

@@ -173,11 +173,6 @@ class Prepared:
     # Decoding raised something else (a decoder bug): the serial path reports it.
     unexpected: str | None = None
 
-    @property
-    def as_decoded(self) -> DecodeError | None:
-        """For `Importer.import_bytes(decoded=...)`: the refusal; None to decode here."""
-        return self.refusal
-
 
 class _WorkerState:
     """Per process: the dialect the rows are prepared for, and its compiled plans."""
@@ -634,8 +629,9 @@ class GroupWriter:
                     )
                 )
                 continue
-            decoded = None if answer is None else answer.as_decoded
-            result = self.importer.import_bytes(data, name, group_commit=True, decoded=decoded)
+            # A refusal travels on; a decoded file is decoded again here.
+            refusal = None if answer is None else answer.refusal
+            result = self.importer.import_bytes(data, name, group_commit=True, refusal=refusal)
             results.append(result)
             if self._give_up is not None and self._give_up(result):
                 stopped = result
@@ -914,7 +910,7 @@ class GroupWriter:
             by_pump.setdefault(entry.pump_id, []).append(entry)
         chains = self._chains(connection, sorted(by_pump))
         rederived: dict[int, int] = {}
-        jobs: list[tuple[queries.ChainEntry, list[queries.ChainEntry], bool]] = []
+        jobs: list[DeriveJob] = []
         fresh = frozenset(entry.pk for entry in new)
         for pump_id, entries in by_pump.items():
             chain = chains[pump_id]
@@ -934,18 +930,15 @@ class GroupWriter:
                 for link, conflicting in _affected(chain, start, entry.pk):
                     targets[link.pk] = (link, conflicting)
             for link, conflicting in targets.values():
+                # Strictly earlier sessions (§7.5), cut to what a derivation reads (§7.11).
                 earlier = [item for item, _ in chain[: bisect_left(starts, link.start_utc)]]
-                jobs.append((link, earlier, conflicting))
-        tasks: list[tuple[list[DeriveJob], dict[int, SessionSource]]] = []
-        needed: set[int] = set()
-        for first in range(0, len(jobs), DERIVE_CHUNK):
-            chunk: list[DeriveJob] = []
-            for link, earlier, conflicting in jobs[first : first + DERIVE_CHUNK]:
                 history = tuple(item.pk for item in queries.truncate_history(earlier))
-                chunk.append((link.pk, earlier[-1].pk if earlier else None, conflicting, history))
-                needed.add(link.pk)
-                needed.update(history)
-            tasks.append((chunk, {}))
+                prior = earlier[-1].pk if earlier else None
+                jobs.append((link.pk, prior, conflicting, history))
+        tasks: list[tuple[list[DeriveJob], dict[int, SessionSource]]] = [
+            (jobs[i : i + DERIVE_CHUNK], {}) for i in range(0, len(jobs), DERIVE_CHUNK)
+        ]
+        needed = {key for pk, _prior, _c, history in jobs for key in (pk, *history)}
         sources = self._sources(connection, needed, fresh)
         for chunk, chunk_sources in tasks:
             for pk, _prior, _conflicting, history in chunk:

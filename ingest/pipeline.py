@@ -345,24 +345,24 @@ class Importer:
         name: str,
         *,
         group_commit: bool = False,
-        decoded: Session | DecodeError | None = None,
+        refusal: DecodeError | None = None,
     ) -> ImportResult:
         """Import one export held in memory (`name` labels it in results and rows).
 
         `group_commit`: the caller makes the commit durable later (`import_many`).
-        `decoded`: what decoding these bytes as `name` gave, when done beforehand
-        (a parallel import's worker); the file is not decoded again.
+        `refusal`: the error decoding these bytes as `name` gave, when done beforehand
+        (a parallel import's worker); the file is refused with it, not decoded again.
         """
         digest = sha256_hex(data)
         try:
             try:
-                return self._import(data, digest, name, group_commit, decoded)
+                return self._import(data, digest, name, group_commit, refusal)
             except IntegrityError:
                 # Another importer (a second service on one PostgreSQL database) stored
                 # the same bytes or session between this one's check and its insert:
                 # once more, the file is recognised as already stored.
                 log.info("file %s: stored meanwhile by another importer, retrying", digest[:12])
-                return self._import(data, digest, name, group_commit, decoded)
+                return self._import(data, digest, name, group_commit, refusal)
         except Exception as exc:  # one broken import must not stop the others
             log.error("import of %s failed: %s", digest[:12], type(exc).__name__)
             log.debug("import of %s failed", digest[:12], exc_info=exc)
@@ -382,7 +382,7 @@ class Importer:
         digest: str,
         name: str,
         group_commit: bool,
-        decoded: Session | DecodeError | None,
+        refusal: DecodeError | None,
     ) -> ImportResult:
         with write_transaction(self.engine, group_commit=group_commit) as connection:
             seen = self._seen(connection, digest, name)
@@ -392,9 +392,9 @@ class Importer:
                 return seen
             self.store.put(data, connection=connection)
             try:
-                if isinstance(decoded, DecodeError):
-                    raise decoded
-                session = self._decode(data, source=name) if decoded is None else decoded
+                if refusal is not None:
+                    raise refusal
+                session = self._decode(data, source=name)
             except DecodeError as exc:
                 result = self._refuse(connection, data, digest, name, exc)
             else:
@@ -621,14 +621,6 @@ class Importer:
         self._remember(pk, values["document"], incoming.session)
 
     # -- evidence -----------------------------------------------------------
-
-    def remember(self, pk: int, document: str, session: Session) -> None:
-        """`session` is what stored row `pk` with `document` rebuilds to (decoded just now)."""
-        self._remember(pk, document, session)
-
-    def rebuild(self, stored: queries.StoredSession) -> Session:
-        """The Session a stored row holds (from the cache when it is there)."""
-        return self._rebuild(stored)
 
     def now(self) -> datetime:
         """The importer's clock (UTC)."""

@@ -92,7 +92,6 @@ from ingest.rawstore import AUTO, open_raw_store
 from ingest.status import status_path, write_status
 from ingest.watch import InboxWatcher, error_text, is_transient
 from parsers.errors import DecodeError, PumptrailError
-from parsers.model import Session
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +175,10 @@ class CheckedImporter(Importer):
         name: str,
         *,
         group_commit: bool = False,
-        decoded: Session | DecodeError | None = None,
+        refusal: DecodeError | None = None,
     ) -> ImportResult:
         return self._checked(
-            super().import_bytes(data, name, group_commit=group_commit, decoded=decoded)
+            super().import_bytes(data, name, group_commit=group_commit, refusal=refusal)
         )
 
     def _import_group(
